@@ -1,0 +1,240 @@
+//! The decision: given a parsed frame and the compiled tables, allow by which rule, or why not.
+//!
+//! This function is the policy. The XDP program calls it with an [`Env`] backed by BPF maps and
+//! helpers; the reference classifier calls it with an `Env` backed by `std` collections holding
+//! the same compiled tables. Keep it free of anything but table lookups and arithmetic.
+//!
+//! Cost does not depend on the number of rules: one LPM lookup gives the source class (the
+//! compiler flattens overlapping prefixes so the longest match already carries the classes of
+//! the shorter ones), one array lookup gives the port class (ranges cost nothing extra), and one
+//! array lookup in the `source class x port class` decision table gives the first rule, in policy
+//! order, that both sets share. The compiler precomputes that intersection; the per-packet path
+//! never loops over rules or bitmap words.
+
+use crate::{
+    config::{Config, DROP, JUDGE},
+    maps::{
+        FragKey, LOCAL_BROADCAST, PORT_SPACE, SLOT_ICMP, SLOT_ICMPV6, SLOT_SCTP, SLOT_TCP, SLOT_UDP,
+    },
+    packet::{Cast, Family, Frag, Kind, L4Kind, Packet, icmp_is_error, ipproto, tcp_flags},
+    reason::Reason,
+};
+
+/// What the classifier consults. Every method is a table lookup or a kernel helper call.
+pub trait Env {
+    /// The policy configuration.
+    fn config(&self) -> Config;
+    /// `LOCAL_UNICAST` / `LOCAL_BROADCAST` when `addr` is one of this host's, else `None`.
+    fn local(&self, family: Family, addr: &[u8; 16]) -> Option<u32>;
+    /// Source class of the longest prefix containing `addr` (0 = none).
+    fn src_class(&self, family: Family, addr: &[u8; 16]) -> u32;
+    /// Port class at `index` of the ports table (0 = no rule covers it).
+    fn port_class(&self, index: u32) -> u32;
+    /// Decision table entry at `index`: rule slot + 1, or 0.
+    fn decision(&self, index: u32) -> u32;
+    /// Rule slot that allowed the first fragment of this datagram.
+    fn frag_get(&self, key: &FragKey) -> Option<u32>;
+    /// Remember that the first fragment of this datagram was allowed by rule `slot`.
+    fn frag_put(&self, key: &FragKey, slot: u32);
+    /// Whether a connected socket of this host owns the flow of `p` (`p.src:sport` remote,
+    /// `p.dst:dport` local): a TCP socket past LISTEN, or a connected UDP socket. Listeners do
+    /// not count: an open listener is what the policy decides on.
+    fn owns_flow(&self, p: &Packet) -> bool;
+    /// Whether a connected socket of this host owns the flow an ICMP error to `p.dst` quotes
+    /// (`p.quote_*`).
+    fn owns_quoted(&self, p: &Packet) -> bool;
+}
+
+/// The classifier's answer for one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Allowed by the rule in counter slot `slot`.
+    Allow {
+        /// Rule counter slot.
+        slot: u32,
+    },
+    /// Passed for a reason other than a rule (ARP, reply, bridged guest, ...).
+    Pass(Reason),
+    /// Denied. `hint` is the slot + 1 of the rule that opens this port to other sources
+    /// (0 = none), reported in audit events as "the rule it would have matched".
+    Deny {
+        /// Why.
+        reason: Reason,
+        /// Rule slot + 1 of the closest rule, or 0.
+        hint: u32,
+    },
+}
+
+/// Where an IP packet is going, from this host's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dest {
+    Local,
+    Broadcast,
+    Foreign,
+}
+
+fn destination<E: Env>(env: &E, family: Family, dst: &[u8; 16]) -> Dest {
+    if let Some(kind) = env.local(family, dst) {
+        return if kind == LOCAL_BROADCAST {
+            Dest::Broadcast
+        } else {
+            Dest::Local
+        };
+    }
+    let group = match family {
+        Family::V4 => dst[0] & 0xf0 == 0xe0 || dst[..4] == [0xff; 4],
+        Family::V6 => dst[0] == 0xff,
+    };
+    if group {
+        Dest::Broadcast
+    } else {
+        Dest::Foreign
+    }
+}
+
+/// What happens to a frame that is not for this host at all.
+fn foreign(cfg: &Config) -> Outcome {
+    if cfg.not_for_host == DROP {
+        Outcome::Deny {
+            reason: Reason::NotForHostDropped,
+            hint: 0,
+        }
+    } else {
+        Outcome::Pass(Reason::NotForHost)
+    }
+}
+
+/// The `PORTS` index of an upper-layer header, or `None` when the policy cannot open it.
+#[must_use]
+pub fn port_index(p: &Packet) -> Option<u32> {
+    let (slot, key) = match (p.l4, p.proto) {
+        (L4Kind::Ports, ipproto::TCP) => (SLOT_TCP, p.dport as u32),
+        (L4Kind::Ports, ipproto::UDP) => (SLOT_UDP, p.dport as u32),
+        (L4Kind::Ports, ipproto::SCTP) => (SLOT_SCTP, p.dport as u32),
+        (L4Kind::Icmp, _) => {
+            let slot = if p.family == Family::V4 {
+                SLOT_ICMP
+            } else {
+                SLOT_ICMPV6
+            };
+            (slot, ((p.icmp_type as u32) << 8) | p.icmp_code as u32)
+        }
+        _ => return None,
+    };
+    Some(slot * PORT_SPACE + key)
+}
+
+/// The fragment key of an IP packet.
+#[must_use]
+pub fn frag_key(p: &Packet) -> FragKey {
+    FragKey {
+        src: p.src,
+        dst: p.dst,
+        id: p.frag_id,
+        proto: p.proto,
+        family: p.family as u8,
+        _pad: [0; 2],
+    }
+}
+
+/// Decide one frame.
+pub fn classify<E: Env>(env: &E, p: &Packet) -> Outcome {
+    let cfg = env.config();
+    match p.kind {
+        Kind::Arp => return Outcome::Pass(Reason::Arp),
+        Kind::NonIp => {
+            return if cfg.non_ip == DROP {
+                Outcome::Deny {
+                    reason: Reason::NonIpDropped,
+                    hint: 0,
+                }
+            } else {
+                Outcome::Pass(Reason::NonIpPassed)
+            };
+        }
+        Kind::Malformed | Kind::TooDeep => {
+            let reason = if p.kind == Kind::TooDeep {
+                Reason::TooDeep
+            } else {
+                Reason::Malformed
+            };
+            // A broken packet for a guest behind the bridge is the guest's business.
+            if p.dst_known
+                && p.cast == Cast::Unicast
+                && destination(env, p.family, &p.dst) == Dest::Foreign
+            {
+                return foreign(&cfg);
+            }
+            return Outcome::Deny { reason, hint: 0 };
+        }
+        Kind::Ip => {}
+    }
+
+    match destination(env, p.family, &p.dst) {
+        Dest::Foreign => return foreign(&cfg),
+        Dest::Broadcast if cfg.broadcast != JUDGE => return Outcome::Pass(Reason::BroadcastPassed),
+        Dest::Broadcast | Dest::Local => {}
+    }
+
+    // Later fragments carry no ports: they follow their first fragment's verdict.
+    if p.frag == Frag::Later {
+        return match env.frag_get(&frag_key(p)) {
+            Some(slot) => Outcome::Allow { slot },
+            None => Outcome::Deny {
+                reason: Reason::FragmentDropped,
+                hint: 0,
+            },
+        };
+    }
+
+    let Some(port_idx) = port_index(p) else {
+        return Outcome::Deny {
+            reason: Reason::ProtoNotOpen,
+            hint: 0,
+        };
+    };
+    let port_class = env.port_class(port_idx);
+    let src_class = env.src_class(p.family, &p.src);
+    if src_class != 0 && port_class != 0 {
+        let rule = env.decision(src_class * cfg.port_classes + port_class);
+        if rule != 0 {
+            let slot = rule - 1;
+            if p.frag == Frag::First {
+                env.frag_put(&frag_key(p), slot);
+            }
+            return Outcome::Allow { slot };
+        }
+    }
+
+    // Not opened by the policy: maybe part of an exchange this host started.
+    match p.l4 {
+        L4Kind::Ports => {
+            let bare_syn = p.proto == ipproto::TCP
+                && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+            if !bare_syn && env.owns_flow(p) {
+                return Outcome::Pass(Reason::Reply);
+            }
+        }
+        L4Kind::Icmp if p.has_quote && icmp_is_error(p.family, p.icmp_type) => {
+            if env.owns_quoted(p) {
+                return Outcome::Pass(Reason::IcmpErrorForOwnFlow);
+            }
+        }
+        _ => {}
+    }
+
+    let reason = if port_class == 0 {
+        Reason::PortNotOpen
+    } else if src_class == 0 {
+        Reason::NoSourceRole
+    } else {
+        Reason::SourceNotAllowed
+    };
+    // Row 0 of the decision table holds, per port class, the first rule covering it.
+    let hint = if port_class == 0 {
+        0
+    } else {
+        env.decision(port_class)
+    };
+    Outcome::Deny { reason, hint }
+}

@@ -1,0 +1,43 @@
+//! The one-entry configuration map: the site's host-safety choices and the table geometry.
+
+/// Per-policy settings, written by the loader into `maps::CONFIG[0]` before the program is
+/// attached. Each choice is its own field (no flag bits) so `bpftool map dump` reads plainly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Hash of the compiled tables; `status` shows it, restart compares it to adopt or replace.
+    pub policy_version: u64,
+    /// [`MODE_ENFORCE`] or [`MODE_AUDIT`].
+    pub mode: u32,
+    /// [`PASS`] or [`JUDGE`]: what happens to broadcast/multicast addressed to this host.
+    pub broadcast: u32,
+    /// [`PASS`] or [`DROP`]: non-IP ethertypes other than ARP.
+    pub non_ip: u32,
+    /// [`PASS`] or [`DROP`]: unicast for addresses that are not this host's (bridged VMs).
+    pub not_for_host: u32,
+    /// Number of port classes: the row stride of the decision table.
+    pub port_classes: u32,
+    /// Audit events each CPU may emit per second (token bucket refill), 0 = no events.
+    pub audit_rate: u32,
+    /// Token bucket depth: events a CPU may emit in a burst.
+    pub audit_burst: u32,
+    /// Explicit padding so the struct has no implicit padding bytes.
+    pub _pad: u32,
+}
+
+/// Enforce: denied packets are dropped.
+pub const MODE_ENFORCE: u32 = 0;
+/// Audit: denied packets are counted and reported as would-deny, then passed.
+pub const MODE_AUDIT: u32 = 1;
+/// Pass the class of traffic untouched (counted under its reason).
+pub const PASS: u32 = 0;
+/// Judge broadcast/multicast by the rules, as if unicast to the host.
+pub const JUDGE: u32 = 1;
+/// Drop the class of traffic.
+pub const DROP: u32 = 2;
+
+const _: () = assert!(size_of::<Config>() == 40);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only integers, no implicit padding (asserted above).
+unsafe impl aya::Pod for Config {}

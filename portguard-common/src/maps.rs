@@ -1,0 +1,105 @@
+//! Map names, sizes and value types shared by the program and the loader.
+//!
+//! Two kinds of maps: the policy tables (`SRC_V4`, `SRC_V6`, `PORTS`, `DECISIONS`, `CONFIG`) are
+//! created fresh with every program load, so a reload swaps program and tables together in one
+//! atomic link update; the state maps (counters, local addresses, fragments, audit) are pinned
+//! by name and reused by every load, so counters survive reloads and restarts.
+
+/// Policy table: IPv4 source prefix (LPM) -> source class.
+pub const SRC_V4: &str = "PG_SRC_V4";
+/// Policy table: IPv6 source prefix (LPM) -> source class.
+pub const SRC_V6: &str = "PG_SRC_V6";
+/// Policy table: `proto_slot * 65536 + port_key` -> port class (u16).
+pub const PORTS: &str = "PG_PORTS";
+/// Policy table: `src_class * port_classes + port_class` -> rule slot + 1 (0 = no rule).
+pub const DECISIONS: &str = "PG_DECISIONS";
+/// Policy table: one [`crate::config::Config`].
+pub const CONFIG: &str = "PG_CONFIG";
+/// State: per-CPU [`Counters`] per rule slot.
+pub const RULE_STATS: &str = "PG_RULE_STATS";
+/// State: per-CPU [`Counters`] per [`crate::reason::Reason`].
+pub const REASON_STATS: &str = "PG_REASON_STATS";
+/// State: this host's IPv4 addresses -> [`LOCAL_UNICAST`] or [`LOCAL_BROADCAST`].
+pub const LOCAL_V4: &str = "PG_LOCAL_V4";
+/// State: this host's IPv6 addresses -> [`LOCAL_UNICAST`].
+pub const LOCAL_V6: &str = "PG_LOCAL_V6";
+/// State: first fragments that were allowed, [`FragKey`] -> rule slot.
+pub const FRAGS: &str = "PG_FRAGS";
+/// State: audit ring buffer of [`crate::event::Event`]s.
+pub const AUDIT: &str = "PG_AUDIT";
+/// State: per-CPU audit token buckets and loss counters ([`crate::event::AuditState`]).
+pub const AUDIT_STATE: &str = "PG_AUDIT_STATE";
+
+/// Counter slots for rules. A policy with more rules than this is refused by the compiler.
+pub const MAX_RULES: u32 = 8192;
+/// Source prefixes per family (after flattening overlaps).
+pub const MAX_PREFIXES: u32 = 262_144;
+/// Entries of `DECISIONS` the compiler may ask for (source classes x port classes).
+pub const MAX_DECISIONS: u32 = 1 << 24;
+/// Local addresses per family.
+pub const MAX_LOCAL_ADDRS: u32 = 4096;
+/// First fragments remembered at once (LRU).
+pub const MAX_FRAGS: u32 = 65_536;
+/// Audit ring buffer size in bytes (power of two, multiple of the page size).
+pub const AUDIT_RING_BYTES: u32 = 1 << 20;
+
+/// Port-key space per protocol slot: 65536 ports, or `type << 8 | code` for ICMP.
+pub const PORT_SPACE: u32 = 65_536;
+/// Protocol slots of the `PORTS` table, in order.
+pub const PROTO_SLOTS: u32 = 5;
+/// Slot of TCP in `PORTS`.
+pub const SLOT_TCP: u32 = 0;
+/// Slot of UDP in `PORTS`.
+pub const SLOT_UDP: u32 = 1;
+/// Slot of SCTP in `PORTS`.
+pub const SLOT_SCTP: u32 = 2;
+/// Slot of ICMP (IPv4) in `PORTS`.
+pub const SLOT_ICMP: u32 = 3;
+/// Slot of ICMPv6 in `PORTS`.
+pub const SLOT_ICMPV6: u32 = 4;
+
+/// Value in `LOCAL_V4`/`LOCAL_V6`: a unicast address of this host.
+pub const LOCAL_UNICAST: u32 = 1;
+/// Value in `LOCAL_V4`: a directed broadcast address of one of this host's subnets.
+pub const LOCAL_BROADCAST: u32 = 2;
+
+/// Packets and bytes; per-CPU, summed by the reader.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets counted.
+    pub packets: u64,
+    /// Bytes counted (frame length as XDP sees it, linear part plus fragments).
+    pub bytes: u64,
+}
+
+/// Identifies the fragments of one datagram (RFC 791 / RFC 8200 reassembly key).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    /// Source address (IPv4 in the first four bytes).
+    pub src: [u8; 16],
+    /// Destination address (IPv4 in the first four bytes).
+    pub dst: [u8; 16],
+    /// Fragment identification (16 bits for IPv4, 32 for IPv6).
+    pub id: u32,
+    /// Upper-layer protocol.
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 2],
+}
+
+const _: () = assert!(size_of::<Counters>() == 16);
+const _: () = assert!(size_of::<FragKey>() == 40);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::{Counters, FragKey};
+
+    // SAFETY: repr(C), only integers and byte arrays, no implicit padding (asserted above).
+    unsafe impl aya::Pod for Counters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FragKey {}
+}

@@ -1,0 +1,138 @@
+//! Count the outcome, report denials to the audit ring, and return the XDP action.
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::generated::{bpf_ktime_get_ns, bpf_xdp_get_buff_len},
+    programs::XdpContext,
+};
+use portguard_common::{
+    classify::Outcome,
+    config::MODE_AUDIT,
+    event::Event,
+    packet::{Kind, L4Kind, Packet},
+    reason::Reason,
+};
+
+use crate::{
+    env::XdpEnv,
+    maps::{AUDIT, AUDIT_STATE, REASON_STATS, RULE_STATS},
+};
+
+/// One audit event costs this many tokens; tokens are scaled so refill needs no division.
+const TOKEN: u64 = 1 << 20;
+/// Refill is capped at this much elapsed time, so `elapsed * rate` cannot overflow.
+const MAX_REFILL_NS: u64 = 10_000_000_000;
+
+#[inline(always)]
+pub(crate) fn act(ctx: &XdpContext, env: &XdpEnv<'_>, parsed: &Packet, outcome: Outcome) -> u32 {
+    // SAFETY: helper available to XDP since 5.18 (the same kernels that have multi-buffer XDP).
+    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
+    match outcome {
+        Outcome::Allow { slot } => {
+            count(&RULE_STATS, slot, len);
+            XDP_PASS
+        }
+        Outcome::Pass(reason) => {
+            count(&REASON_STATS, reason as u32, len);
+            XDP_PASS
+        }
+        Outcome::Deny { reason, .. } => {
+            count(&REASON_STATS, reason as u32, len);
+            report(ctx, env, parsed, &outcome, len);
+            if env.config.mode == MODE_AUDIT {
+                count(&REASON_STATS, Reason::AuditPassed as u32, len);
+                XDP_PASS
+            } else {
+                XDP_DROP
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn count(
+    map: &aya_ebpf::maps::PerCpuArray<portguard_common::maps::Counters>,
+    index: u32,
+    len: u64,
+) {
+    if let Some(c) = map.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it, and XDP runs with preemption off.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len;
+        }
+    }
+}
+
+/// Emit an audit event if this CPU's token bucket allows; count what is suppressed or lost.
+/// A BPF function of its own (denied path only); the event is written in place in the ring.
+#[inline(never)]
+fn report(ctx: &XdpContext, env: &XdpEnv<'_>, parsed: &Packet, outcome: &Outcome, len: u64) {
+    let cfg = &env.config;
+    let Outcome::Deny { reason, hint } = *outcome else {
+        return;
+    };
+    if cfg.audit_rate == 0 {
+        return;
+    }
+    let Some(st) = AUDIT_STATE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU state, only this CPU touches it.
+    let st = unsafe { &mut *st };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let elapsed = now.saturating_sub(st.last_ns).min(MAX_REFILL_NS);
+    st.last_ns = now;
+    // rate events/s = rate * TOKEN per 1e9 ns ~= elapsed * rate * 2^20 / 2^30 (5% generous).
+    let cap = u64::from(cfg.audit_burst.max(1)) * TOKEN;
+    st.tokens = (st.tokens + ((elapsed * u64::from(cfg.audit_rate)) >> 10)).min(cap);
+    if st.tokens < TOKEN {
+        st.suppressed += 1;
+        return;
+    }
+    st.tokens -= TOKEN;
+    let Some(mut entry) = AUDIT.reserve::<Event>(0) else {
+        st.lost += 1;
+        return;
+    };
+    // SAFETY: the reserved entry is ours until submitted; every field is written below.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.time_ns = now;
+    ev.ifindex = ctx.ingress_ifindex() as u32;
+    ev.reason = reason as u32;
+    ev.hint = hint;
+    ev.len = len as u32;
+    ev.would_deny = u8::from(cfg.mode == MODE_AUDIT);
+    ev.src = [0; 16];
+    ev.dst = [0; 16];
+    ev.proto = 0;
+    ev.family = 0;
+    ev.vlan = 0;
+    ev.sport = 0;
+    ev.dport = 0;
+    ev.tcp_flags = 0;
+    ev._pad = [0; 6];
+    if parsed.kind == Kind::Ip {
+        let p = parsed;
+        ev.src = p.src;
+        ev.dst = p.dst;
+        ev.proto = p.proto;
+        ev.family = p.family as u8;
+        ev.vlan = p.vlan;
+        match p.l4 {
+            L4Kind::Ports => {
+                ev.sport = p.sport;
+                ev.dport = p.dport;
+                ev.tcp_flags = p.tcp_flags;
+            }
+            L4Kind::Icmp => {
+                ev.sport = u16::from(p.icmp_type);
+                ev.dport = u16::from(p.icmp_code);
+            }
+            L4Kind::None | L4Kind::Other => {}
+        }
+    }
+    entry.submit(0);
+    st.emitted += 1;
+}

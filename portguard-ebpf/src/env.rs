@@ -1,0 +1,190 @@
+//! `classify::Env` over the program's maps and the kernel's socket lookup helpers.
+
+use core::ptr;
+
+use aya_ebpf::{
+    bindings::{BPF_F_CURRENT_NETNS, bpf_sock, bpf_sock_tuple, xdp_md},
+    helpers::generated::{bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release},
+    maps::lpm_trie::Key,
+    programs::XdpContext,
+};
+use portguard_common::{
+    classify::Env,
+    config::Config,
+    maps::FragKey,
+    packet::{Family, Packet, ipproto},
+};
+
+use crate::maps::{CONFIG, DECISIONS, FRAGS, LOCAL_V4, LOCAL_V6, PORTS, SRC_V4, SRC_V6};
+
+/// TCP_LISTEN in `bpf_sock.state` (include/net/tcp_states.h).
+const TCP_LISTEN: u32 = 10;
+
+pub(crate) struct XdpEnv<'a> {
+    ctx: &'a XdpContext,
+    /// Read once per packet: the classifier and the action both need it.
+    pub(crate) config: Config,
+}
+
+impl<'a> XdpEnv<'a> {
+    #[inline(always)]
+    pub(crate) fn new(ctx: &'a XdpContext) -> Self {
+        // A missing entry cannot happen (array maps always have it); zero means enforce.
+        let config = CONFIG.get(0).copied().unwrap_or_default();
+        XdpEnv { ctx, config }
+    }
+}
+
+fn v4(addr: &[u8; 16]) -> [u8; 4] {
+    [addr[0], addr[1], addr[2], addr[3]]
+}
+
+impl Env for XdpEnv<'_> {
+    #[inline(always)]
+    fn config(&self) -> Config {
+        self.config
+    }
+
+    #[inline(always)]
+    fn local(&self, family: Family, addr: &[u8; 16]) -> Option<u32> {
+        // SAFETY: the value is a plain u32 copied out at once.
+        unsafe {
+            match family {
+                Family::V4 => LOCAL_V4.get(&v4(addr)).copied(),
+                Family::V6 => LOCAL_V6.get(addr).copied(),
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn src_class(&self, family: Family, addr: &[u8; 16]) -> u32 {
+        match family {
+            Family::V4 => SRC_V4.get(Key::new(32, v4(addr))).copied(),
+            Family::V6 => SRC_V6.get(Key::new(128, *addr)).copied(),
+        }
+        .unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn port_class(&self, index: u32) -> u32 {
+        PORTS.get(index).map_or(0, |c| u32::from(*c))
+    }
+
+    #[inline(always)]
+    fn decision(&self, index: u32) -> u32 {
+        DECISIONS.get(index).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn frag_get(&self, key: &FragKey) -> Option<u32> {
+        // SAFETY: the value is a plain u32 copied out at once.
+        unsafe { FRAGS.get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn frag_put(&self, key: &FragKey, slot: u32) {
+        // A full LRU evicts the oldest datagram; its later fragments are then dropped and counted.
+        let _ = FRAGS.insert(key, &slot, 0);
+    }
+
+    #[inline(always)]
+    fn owns_flow(&self, p: &Packet) -> bool {
+        let mut tuple = tuple(p.family, &p.src, p.sport, &p.dst, p.dport);
+        sk_owns(self.ctx.ctx, &mut tuple, p.family == Family::V6, p.proto)
+    }
+
+    #[inline(always)]
+    fn owns_quoted(&self, p: &Packet) -> bool {
+        let mut tuple = tuple(
+            p.family,
+            &p.quote_remote,
+            p.quote_rport,
+            &p.dst,
+            p.quote_lport,
+        );
+        sk_owns(
+            self.ctx.ctx,
+            &mut tuple,
+            p.family == Family::V6,
+            p.quote_proto,
+        )
+    }
+}
+
+/// The lookup tuple of an incoming packet `remote:rport -> local:lport`, in network order.
+#[inline(always)]
+fn tuple(
+    family: Family,
+    remote: &[u8; 16],
+    rport: u16,
+    local: &[u8; 16],
+    lport: u16,
+) -> bpf_sock_tuple {
+    // SAFETY: an all-zero tuple is a valid value of this plain-data union.
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    match family {
+        Family::V4 => {
+            // SAFETY: writing plain integers into the union's IPv4 member.
+            let t = unsafe { &mut tuple.__bindgen_anon_1.ipv4 };
+            t.saddr = u32::from_ne_bytes(v4(remote));
+            t.daddr = u32::from_ne_bytes(v4(local));
+            t.sport = rport.to_be();
+            t.dport = lport.to_be();
+        }
+        Family::V6 => {
+            // SAFETY: writing plain integers into the union's IPv6 member.
+            let t = unsafe { &mut tuple.__bindgen_anon_1.ipv6 };
+            // SAFETY: [u8; 16] and [u32; 4] have the same size; byte order is kept.
+            t.saddr = unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(*remote) };
+            // SAFETY: as above.
+            t.daddr = unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(*local) };
+            t.sport = rport.to_be();
+            t.dport = lport.to_be();
+        }
+    }
+    tuple
+}
+
+/// Whether the socket table has a connected socket for `tuple` (see `Env::owns_flow`).
+/// A BPF function of its own: only denied packets get here, and its frame stays off the
+/// allowed path's stack.
+#[inline(never)]
+fn sk_owns(md: *mut xdp_md, tuple: &mut bpf_sock_tuple, v6: bool, proto: u8) -> bool {
+    // SAFETY: the union's members are plain data; taking their size only.
+    let size = unsafe {
+        if v6 {
+            size_of_val(&tuple.__bindgen_anon_1.ipv6)
+        } else {
+            size_of_val(&tuple.__bindgen_anon_1.ipv4)
+        }
+    } as u32;
+    let netns = BPF_F_CURRENT_NETNS as u64;
+    // SAFETY: helpers available to XDP since 5.2; the returned socket is released below.
+    let sk: *mut bpf_sock = unsafe {
+        match proto {
+            ipproto::TCP => bpf_sk_lookup_tcp(md.cast(), tuple, size, netns, 0),
+            ipproto::UDP => bpf_sk_lookup_udp(md.cast(), tuple, size, netns, 0),
+            _ => return false,
+        }
+    };
+    if sk.is_null() {
+        return false;
+    }
+    // SAFETY: sk is a valid socket reference until released.
+    let (state, dst_port) = unsafe {
+        (
+            ptr::read(&raw const (*sk).state),
+            ptr::read(&raw const (*sk).dst_port),
+        )
+    };
+    // SAFETY: releasing the reference taken by the lookup, exactly once.
+    unsafe { bpf_sk_release(sk.cast()) };
+    if proto == ipproto::TCP {
+        state != TCP_LISTEN
+    } else {
+        // Unconnected UDP sockets (servers bound to a port) have no peer: not a reply.
+        dst_port != 0
+    }
+}
+
+const _: () = assert!(size_of::<bpf_sock_tuple>() >= 36);

@@ -1,0 +1,54 @@
+//! portguard's XDP program: parse, classify, count, act.
+//!
+//! One entry point, attached to each protected interface. It judges only what is addressed to
+//! this host; frames for guests bridged behind the NIC pass untouched (see `classify`).
+#![no_std]
+#![no_main]
+// Inline asm for BPF is still behind a gate; the BPF build uses build-std, so needs a
+// nightly (or RUSTC_BOOTSTRAP) compiler anyway. Used only for a register barrier in parse.rs.
+#![feature(asm_experimental_arch)]
+
+mod act;
+mod env;
+mod maps;
+mod parse;
+
+use aya_ebpf::{macros::xdp, programs::XdpContext};
+use portguard_common::{classify::classify, packet::Packet};
+
+/// The XDP entry point. `frags`: the program accepts multi-buffer frames, so it can be attached
+/// to interfaces with jumbo MTUs (storage and migration networks); headers are read from the
+/// first buffer only.
+#[xdp(frags)]
+fn portguard(ctx: XdpContext) -> u32 {
+    let mut packet = Packet::EMPTY;
+    parse::parse(&ctx, &mut packet);
+    let env = env::XdpEnv::new(&ctx);
+    let outcome = classify(&env, &packet);
+    act::act(&ctx, &env, &packet, outcome)
+}
+
+/// A no-op program that passes everything: the baseline of the benchmarks, loaded from the same
+/// object so both are built by the same compiler with the same flags.
+#[xdp(frags)]
+fn portguard_noop(_ctx: XdpContext) -> u32 {
+    aya_ebpf::bindings::xdp_action::XDP_PASS
+}
+
+/// A no-op program that drops everything: the throughput limit of the benchmarks.
+#[xdp(frags)]
+fn portguard_drop(_ctx: XdpContext) -> u32 {
+    aya_ebpf::bindings::xdp_action::XDP_DROP
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // A reachable panic becomes an infinite loop, which the verifier rejects: no panic can hide
+    // in the data path.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,11 @@
+//! portguard: the documented port matrices of virtualization products, enforced with XDP.
+
+pub mod cli;
+pub mod compile;
+pub mod ebpf;
+pub mod host;
+pub mod paths;
+pub mod policy;
+
+/// The compiled XDP object (built by build.rs).
+pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portguard"));

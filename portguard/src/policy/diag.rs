@@ -1,0 +1,218 @@
+//! Diagnostics: what is wrong (or doubtful) in the policy files, and where.
+//!
+//! Loading collects every problem instead of stopping at the first, so an operator fixing a site
+//! file sees the whole list at once, in the `FILE:LINE:COL: error: message` form editors and CI
+//! logs already understand.
+
+use std::{
+    fmt,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+/// How bad a diagnostic is: errors make loading fail, warnings are kept in `Policy::warnings`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The policy cannot be used.
+    Error,
+    /// The policy loads, but something deserves a look.
+    Warning,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Error => "error",
+            Self::Warning => "warning",
+        })
+    }
+}
+
+/// One problem found in a policy file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
+    /// File path as given (site file) or as built from the policies directory.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub col: usize,
+    /// What is wrong, and where possible what was probably meant.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.severity,
+            self.message
+        )
+    }
+}
+
+/// Every diagnostic of a failed load (errors, and the warnings found on the way).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    /// The errors only.
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.0.iter().filter(|d| d.severity == Severity::Error)
+    }
+
+    /// Whether any diagnostic is an error.
+    #[must_use]
+    pub fn has_errors(&self) -> bool {
+        self.errors().next().is_some()
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// A file being read, with what is needed to turn byte offsets (toml spans) into line:col.
+pub(crate) struct SourceFile {
+    /// Path used in diagnostics.
+    pub(crate) path: PathBuf,
+    /// The contents.
+    pub(crate) text: String,
+    /// Byte offset of the start of each line.
+    line_starts: Vec<usize>,
+}
+
+impl SourceFile {
+    pub(crate) fn new(path: &Path, text: String) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self {
+            path: path.to_owned(),
+            text,
+            line_starts,
+        }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset; offsets past the end clamp.
+    pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self
+            .line_starts
+            .partition_point(|&start| start <= offset)
+            .max(1);
+        let start = self.line_starts[line - 1];
+        let col = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count())
+            + 1;
+        (line, col)
+    }
+
+    /// Where the byte offset `span.start` is.
+    pub(crate) fn loc(&self, span: &Range<usize>) -> Loc {
+        let (line, col) = self.line_col(span.start);
+        Loc {
+            file: self.path.clone(),
+            line,
+            col,
+        }
+    }
+}
+
+/// A position in a policy file, resolved from a span when it was read so that it can be kept
+/// after the file's text is gone (e.g. "first declared at `FILE:LINE`").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub(crate) file: PathBuf,
+    pub(crate) line: usize,
+    pub(crate) col: usize,
+}
+
+impl Loc {
+    /// Line 1 of a file: for problems with the file as a whole (cannot read it, missing table).
+    pub(crate) fn start_of(file: &Path) -> Self {
+        Self {
+            file: file.to_owned(),
+            line: 1,
+            col: 1,
+        }
+    }
+
+    pub(crate) fn diag(&self, severity: Severity, message: String) -> Diagnostic {
+        Diagnostic {
+            severity,
+            file: self.file.clone(),
+            line: self.line,
+            col: self.col,
+            message,
+        }
+    }
+}
+
+/// `FILE:LINE`, for messages that point at a second place.
+impl fmt::Display for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_of_offsets() {
+        let src = SourceFile::new(Path::new("x.toml"), "ab\ncdé\n\nf".to_owned());
+        assert_eq!(src.line_col(0), (1, 1));
+        assert_eq!(src.line_col(2), (1, 3));
+        assert_eq!(src.line_col(3), (2, 1));
+        // é is two bytes but one column.
+        assert_eq!(src.line_col(7), (2, 4));
+        assert_eq!(src.line_col(8), (3, 1));
+        assert_eq!(src.line_col(9), (4, 1));
+        assert_eq!(src.line_col(100), (4, 2));
+    }
+
+    #[test]
+    fn display_forms() {
+        let d = Diagnostic {
+            severity: Severity::Warning,
+            file: "site.toml".into(),
+            line: 3,
+            col: 7,
+            message: "role `x` is mapped to any".into(),
+        };
+        assert_eq!(
+            d.to_string(),
+            "site.toml:3:7: warning: role `x` is mapped to any"
+        );
+        let all = Diagnostics(vec![
+            d.clone(),
+            Diagnostic {
+                severity: Severity::Error,
+                ..d
+            },
+        ]);
+        assert_eq!(all.to_string().lines().count(), 2);
+        assert!(all.has_errors());
+    }
+}

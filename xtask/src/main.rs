@@ -1,0 +1,92 @@
+//! `cargo xtask`: the project's tasks. Each is a thin sequence of commands, so a newcomer can
+//! read what `setup` installs and what `test` runs.
+
+mod run;
+mod setup;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "portguard project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Make this machine able to build and test (idempotent; quiet when already set up).
+    Setup,
+    /// Build the workspace (the eBPF object is built by portguard's build.rs).
+    Build,
+    /// Setup, then unit tests, then the privileged integration tests (needs root).
+    Test {
+        /// Extra arguments for the integration test binary (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// rustfmt check and clippy (-D warnings) for host and BPF crates.
+    Lint,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::setup(),
+        Task::Build => setup::setup().and_then(|()| run::cargo(&["build", "--workspace"])),
+        Task::Test { args } => test(&args),
+        Task::Lint => lint(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    setup::setup()?;
+    setup::require_root("the integration tests load XDP programs and create network namespaces")?;
+    run::cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        "integration-tests",
+        "--exclude",
+        "portguard-ebpf",
+        "--lib",
+        "--bins",
+        "--tests",
+    ])?;
+    let mut integ = vec!["test", "-p", "integration-tests", "--", "--test-threads=2"];
+    integ.extend(args.iter().map(String::as_str));
+    run::cargo(&integ)
+}
+
+fn lint() -> anyhow::Result<()> {
+    setup::setup()?;
+    run::cargo(&["fmt", "--all", "--check"])?;
+    run::cargo(&[
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "portguard-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    // The BPF crate is checked for the host target with the cfg aya-build sets: clippy sees the
+    // same source, and needs no build-std.
+    run::cargo_env(
+        &["clippy", "-p", "portguard-ebpf", "--", "-D", "warnings"],
+        &[
+            ("RUSTFLAGS", "--cfg=bpf_target_arch=\"x86_64\""),
+            ("RUSTC_BOOTSTRAP", "1"),
+        ],
+    )
+}
