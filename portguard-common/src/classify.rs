@@ -37,8 +37,9 @@ pub trait Env {
     /// Remember that the first fragment of this datagram was allowed by rule `slot`.
     fn frag_put(&self, key: &FragKey, slot: u32);
     /// Whether a connected socket of this host owns the flow of `p` (`p.src:sport` remote,
-    /// `p.dst:dport` local): a TCP socket past LISTEN, or a connected UDP socket. Listeners do
-    /// not count: an open listener is what the policy decides on.
+    /// `p.dst:dport` local): a TCP connection in any state but LISTEN (including `TIME_WAIT`
+    /// and half-open request sockets), or a connected UDP socket. Listeners do not count: an
+    /// open listener is what the policy decides on.
     fn owns_flow(&self, p: &Packet) -> bool;
     /// Whether a connected socket of this host owns the flow an ICMP error to `p.dst` quotes
     /// (`p.quote_*`).
@@ -102,6 +103,19 @@ fn foreign(cfg: &Config) -> Outcome {
     } else {
         Outcome::Pass(Reason::NotForHost)
     }
+}
+
+/// A `DHCPv4` server's (or relay's) reply, udp/67 -> udp/68. A server that does not broadcast
+/// unicasts offers and acknowledgements to the address it offers (RFC 2131 §4.1), which is not
+/// yet one of this host's. Where other hosts' unicast is dropped (`not_for_host = "drop"`: no
+/// guests behind this NIC), such a reply can only be this host's, so it is judged by the rules
+/// like one (essentials' ESS-DHCPV4-CLIENT) instead of being dropped as someone else's.
+fn dhcpv4_reply(p: &Packet) -> bool {
+    p.family == Family::V4
+        && p.l4 == L4Kind::Ports
+        && p.proto == ipproto::UDP
+        && p.sport == 67
+        && p.dport == 68
 }
 
 /// The `PORTS` index of an upper-layer header, or `None` when the policy cannot open it.
@@ -171,9 +185,9 @@ pub fn classify<E: Env>(env: &E, p: &Packet) -> Outcome {
     }
 
     match destination(env, p.family, &p.dst) {
-        Dest::Foreign => return foreign(&cfg),
+        Dest::Foreign if !(cfg.not_for_host == DROP && dhcpv4_reply(p)) => return foreign(&cfg),
         Dest::Broadcast if cfg.broadcast != JUDGE => return Outcome::Pass(Reason::BroadcastPassed),
-        Dest::Broadcast | Dest::Local => {}
+        Dest::Foreign | Dest::Broadcast | Dest::Local => {}
     }
 
     // Later fragments carry no ports: they follow their first fragment's verdict.

@@ -4,7 +4,7 @@ use core::ptr;
 
 use aya_ebpf::{
     bindings::{BPF_F_CURRENT_NETNS, bpf_sock, bpf_sock_tuple, xdp_md},
-    helpers::generated::{bpf_sk_lookup_tcp, bpf_sk_lookup_udp, bpf_sk_release},
+    helpers::generated::{bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
     maps::lpm_trie::Key,
     programs::XdpContext,
 };
@@ -19,6 +19,10 @@ use crate::maps::{CONFIG, DECISIONS, FRAGS, LOCAL_V4, LOCAL_V6, PORTS, SRC_V4, S
 
 /// TCP_LISTEN in `bpf_sock.state` (include/net/tcp_states.h).
 const TCP_LISTEN: u32 = 10;
+
+/// The socket lookup helpers' `netns` argument for "the namespace of the receiving device":
+/// `BPF_F_CURRENT_NETNS` (-1) sign-extended to 64 bits.
+const CURRENT_NETNS: u64 = (BPF_F_CURRENT_NETNS as i64).cast_unsigned();
 
 pub(crate) struct XdpEnv<'a> {
     ctx: &'a XdpContext,
@@ -158,33 +162,53 @@ fn sk_owns(md: *mut xdp_md, tuple: &mut bpf_sock_tuple, v6: bool, proto: u8) -> 
             size_of_val(&tuple.__bindgen_anon_1.ipv4)
         }
     } as u32;
-    let netns = BPF_F_CURRENT_NETNS as u64;
-    // SAFETY: helpers available to XDP since 5.2; the returned socket is released below.
-    let sk: *mut bpf_sock = unsafe {
-        match proto {
-            ipproto::TCP => bpf_sk_lookup_tcp(md.cast(), tuple, size, netns, 0),
-            ipproto::UDP => bpf_sk_lookup_udp(md.cast(), tuple, size, netns, 0),
-            _ => return false,
-        }
-    };
+    match proto {
+        ipproto::TCP => tcp_owns(md, tuple, size),
+        ipproto::UDP => udp_owns(md, tuple, size),
+        _ => false,
+    }
+}
+
+/// Whether a TCP connection of this host, in any state but LISTEN, has `tuple`.
+///
+/// `bpf_skc_lookup_tcp` (5.2), not `bpf_sk_lookup_tcp`: the latter returns full sockets only,
+/// and a connection this host closed first lives on as a timewait socket (`TIME_WAIT`, and
+/// `FIN_WAIT2` once the application has closed it). The peer's FIN and retransmissions would
+/// be dropped, leaving the peer's socket stuck in `LAST_ACK`. Request sockets (a handshake
+/// whose SYN the listener accepted) count too: the SYN already passed.
+///
+/// A function of its own, apart from [`udp_owns`]: the verifier refuses one load instruction
+/// used with two pointer types (`sock_common` here, `sock` there), which is what LLVM makes of
+/// a shared field read.
+#[inline(never)]
+fn tcp_owns(md: *mut xdp_md, tuple: &mut bpf_sock_tuple, size: u32) -> bool {
+    // SAFETY: helper available to XDP since 5.2; the returned socket is released below.
+    let sk: *mut bpf_sock = unsafe { bpf_skc_lookup_tcp(md.cast(), tuple, size, CURRENT_NETNS, 0) };
+    if sk.is_null() {
+        return false;
+    }
+    // SAFETY: sk is a valid sock_common reference until released; `state` is one of the
+    // fields a sock_common has.
+    let state = unsafe { ptr::read(&raw const (*sk).state) };
+    // SAFETY: releasing the reference taken by the lookup, exactly once.
+    unsafe { bpf_sk_release(sk.cast()) };
+    state != TCP_LISTEN
+}
+
+/// Whether a connected UDP socket of this host has `tuple`. Unconnected sockets (servers bound
+/// to a port) have no peer: what reaches them is what the policy decides on.
+#[inline(never)]
+fn udp_owns(md: *mut xdp_md, tuple: &mut bpf_sock_tuple, size: u32) -> bool {
+    // SAFETY: helper available to XDP since 5.2; the returned socket is released below.
+    let sk: *mut bpf_sock = unsafe { bpf_sk_lookup_udp(md.cast(), tuple, size, CURRENT_NETNS, 0) };
     if sk.is_null() {
         return false;
     }
     // SAFETY: sk is a valid socket reference until released.
-    let (state, dst_port) = unsafe {
-        (
-            ptr::read(&raw const (*sk).state),
-            ptr::read(&raw const (*sk).dst_port),
-        )
-    };
+    let dst_port = unsafe { ptr::read(&raw const (*sk).dst_port) };
     // SAFETY: releasing the reference taken by the lookup, exactly once.
     unsafe { bpf_sk_release(sk.cast()) };
-    if proto == ipproto::TCP {
-        state != TCP_LISTEN
-    } else {
-        // Unconnected UDP sockets (servers bound to a port) have no peer: not a reply.
-        dst_port != 0
-    }
+    dst_port != 0
 }
 
 const _: () = assert!(size_of::<bpf_sock_tuple>() >= 36);

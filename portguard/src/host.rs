@@ -58,6 +58,10 @@ pub fn addresses() -> io::Result<Addresses> {
     Ok(out)
 }
 
+#[expect(
+    clippy::cast_ptr_alignment,
+    reason = "getifaddrs allocates each address as the struct its family names"
+)]
 fn sockaddr(sa: *const libc::sockaddr) -> Option<IpAddr> {
     if sa.is_null() {
         return None;

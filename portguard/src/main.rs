@@ -1,17 +1,5 @@
-//! `portguard`: parse, run, map errors to an exit code.
+//! `portguard`: the command line (see `portguard::cli`).
 
-use std::process::ExitCode;
-
-use clap::Parser as _;
-use portguard::cli::{Cli, run};
-
-fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match run(Cli::parse()) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("portguard: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+fn main() -> std::process::ExitCode {
+    portguard::cli::main()
 }

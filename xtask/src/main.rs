@@ -1,6 +1,8 @@
 //! `cargo xtask`: the project's tasks. Each is a thin sequence of commands, so a newcomer can
 //! read what `setup` installs and what `test` runs.
 
+mod bench;
+mod install;
 mod run;
 mod setup;
 
@@ -29,6 +31,21 @@ enum Task {
     },
     /// rustfmt check and clippy (-D warnings) for host and BPF crates.
     Lint,
+    /// Build in release mode and install the binary, unit, policies, completions, man page.
+    Install {
+        /// Installation prefix.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: std::path::PathBuf,
+        /// Staging root for packages (files go to DESTDIR/PREFIX/...).
+        #[arg(long)]
+        destdir: Option<std::path::PathBuf>,
+    },
+    /// Setup, then the benchmarks (needs root); results go to bench/results/.
+    Bench {
+        /// Which benchmark.
+        #[arg(default_value = "all", value_parser = bench::WHICH)]
+        which: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +55,8 @@ fn main() -> ExitCode {
         Task::Build => setup::setup().and_then(|()| run::cargo(&["build", "--workspace"])),
         Task::Test { args } => test(&args),
         Task::Lint => lint(),
+        Task::Install { prefix, destdir } => install::install(&prefix, destdir.as_deref()),
+        Task::Bench { which } => bench::bench(&which),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

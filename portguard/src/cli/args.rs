@@ -33,6 +33,26 @@ pub struct HostArgs {
     pub host_roles: Vec<String>,
 }
 
+/// Where the daemon keeps its pins and state; every verb that touches them takes these.
+#[derive(Debug, Args, Clone)]
+pub struct StateArgs {
+    /// bpffs directory of pinned programs, links and maps.
+    #[arg(long, default_value = crate::paths::PIN_DIR, env = "PORTGUARD_PIN_DIR")]
+    pub pin_dir: PathBuf,
+    /// Directory of the daemon's state file and counter samples.
+    #[arg(long, default_value = crate::paths::RUN_DIR, env = "PORTGUARD_RUN_DIR")]
+    pub run_dir: PathBuf,
+}
+
+/// `enforce` or `audit`, for `run --mode`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ModeArg {
+    /// Drop what the policy does not allow.
+    Enforce,
+    /// Pass everything; report what would be dropped.
+    Audit,
+}
+
 /// Transport protocol for `explain`.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum ProtoArg {
@@ -42,7 +62,7 @@ pub enum ProtoArg {
     Udp,
     /// SCTP.
     Sctp,
-    /// ICMP (IPv4) or ICMPv6, by the address family.
+    /// ICMP (IPv4) or `ICMPv6`, by the address family.
     Icmp,
 }
 
@@ -106,6 +126,58 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Put this host's policy in force on its interfaces and keep it there (the service).
+    Run {
+        /// Policy source.
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Host selection.
+        #[command(flatten)]
+        host: HostArgs,
+        /// Pins and state.
+        #[command(flatten)]
+        state: StateArgs,
+        /// Interfaces to protect (repeatable; default: the site's [host] interfaces, else every
+        /// interface with a global address).
+        #[arg(long = "iface", value_name = "IF")]
+        ifaces: Vec<String>,
+        /// Override the site's mode.
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9742); off by default.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Write audit records here instead of the site's `[audit] path`.
+        #[arg(long, value_name = "FILE")]
+        audit_log: Option<PathBuf>,
+    },
+    /// Ask the running daemon to reload the site policy, and report the outcome.
+    Reload {
+        /// Pins and state.
+        #[command(flatten)]
+        state: StateArgs,
+        /// Seconds to wait for the daemon to answer.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Show what is in force: interfaces, policy, per-rule and per-reason counters.
+    Status {
+        /// Pins and state.
+        #[command(flatten)]
+        state: StateArgs,
+        /// Output as JSON (stable field names).
+        #[arg(long)]
+        json: bool,
+        /// Refresh every SECS seconds (default 2) with rates over the interval.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
+    },
+    /// Stop the daemon if it runs, detach from every interface and remove every pin.
+    Detach {
+        /// Pins and state.
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// Print shell completions.
     #[command(hide = true)]
     Completions {
@@ -115,4 +187,35 @@ pub enum Command {
     /// Print the man page (roff).
     #[command(hide = true)]
     Man,
+    /// Show the denied (and would-deny) flows of the audit log.
+    Audit(AuditArgs),
+}
+
+/// `portguard audit`: which records of the audit log to show, and how.
+#[derive(Debug, Args, Clone)]
+pub struct AuditArgs {
+    /// Policy source: the log is the site file's `[audit] path` unless `--log` is given.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// The audit log to read (its rotated files `FILE.1`, `FILE.2`... too).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Records from this long ago (90s, 10m, 2h, 1d) or this time (RFC 3339) on.
+    #[arg(long, value_name = "T", default_value = "1h")]
+    pub since: crate::audit::query::Since,
+    /// Only flows from this address or network.
+    #[arg(long, value_name = "CIDR", value_parser = crate::audit::query::parse_net)]
+    pub src: Option<ipnet::IpNet>,
+    /// Only flows to this destination port.
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Print records as JSON lines (with `--top`: one JSON object).
+    #[arg(long)]
+    pub json: bool,
+    /// Show the N sources and the N ports most refused instead of the flows.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// Keep printing records as the daemon writes them, across rotations, until interrupted.
+    #[arg(long, conflicts_with = "top")]
+    pub follow: bool,
 }

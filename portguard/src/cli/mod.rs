@@ -1,23 +1,41 @@
 //! The command line: one file per verb, each a thin call into the library.
 
 pub mod args;
+mod audit;
 mod check;
 mod compile;
+mod detach;
 mod explain;
+mod reload;
+mod run;
+mod status;
 
 use std::{io::Write as _, process::ExitCode};
 
-use anyhow::Context as _;
 use clap::CommandFactory as _;
 
 pub use args::Cli;
 use args::{Command, HostArgs, PolicyArgs};
 
 use crate::{
-    compile::{HostPolicy, for_host, roles_for},
+    compile::{HostPolicy, for_host},
     paths,
     policy::{self, Policy},
 };
+
+/// The whole program: parse the command line, run it, map errors to exit code 2. Logs go to
+/// stderr without colour when it is not a terminal, which is how journald keeps them best.
+#[must_use]
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(<Cli as clap::Parser>::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portguard: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -52,6 +70,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             explain::run(&policy, &host, &flow, json)
         }
+        Command::Run {
+            policy,
+            host,
+            state,
+            ifaces,
+            mode,
+            metrics,
+            audit_log,
+        } => run::run(
+            &policy,
+            &host,
+            &state,
+            run::Extra {
+                ifaces,
+                mode,
+                metrics,
+                audit_log,
+            },
+        ),
+        Command::Reload { state, timeout } => reload::run(&state, timeout),
+        Command::Status { state, json, watch } => status::run(&state, json, watch),
+        Command::Detach { state } => detach::run(&state),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -67,6 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             std::io::stdout().write_all(&out)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit(args) => audit::run(&args),
     }
 }
 
@@ -82,34 +123,6 @@ fn host_policy(
     host: &HostArgs,
     dst: Option<std::net::IpAddr>,
 ) -> anyhow::Result<HostPolicy> {
-    let roles = if !host.host_roles.is_empty() {
-        host.host_roles
-            .iter()
-            .map(|r| policy.aliases.get(r).cloned().unwrap_or_else(|| r.clone()))
-            .collect()
-    } else if let Some(r) = &policy.host.roles {
-        r.clone()
-    } else {
-        let addrs = match dst {
-            Some(d) => vec![d],
-            None => {
-                crate::host::addresses()
-                    .context("reading this machine's addresses")?
-                    .unicast
-            }
-        };
-        let roles = roles_for(policy, &addrs);
-        if roles.is_empty() {
-            return Err(crate::compile::CompileError::NoRole {
-                addresses: addrs
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }
-            .into());
-        }
-        roles
-    };
+    let roles = crate::compile::host_roles(policy, &host.host_roles, dst)?;
     Ok(for_host(policy, &roles, None)?)
 }

@@ -78,6 +78,9 @@ pub enum CompileError {
         /// The addresses tried.
         addresses: String,
     },
+    /// This machine's addresses could not be read.
+    #[error("reading this machine's addresses")]
+    Addresses(#[source] std::io::Error),
     /// A role named for the host does not exist.
     #[error("unknown host role `{0}`")]
     UnknownRole(String),
@@ -104,6 +107,43 @@ pub fn roles_for(policy: &Policy, addrs: &[IpAddr]) -> Vec<String> {
         .collect()
 }
 
+/// The roles of the host being compiled for: those `given` (aliases resolved), else the site's
+/// `[host] roles`, else derived from `dst` or, without it, from this machine's addresses.
+pub fn host_roles(
+    policy: &Policy,
+    given: &[String],
+    dst: Option<IpAddr>,
+) -> Result<Vec<String>, CompileError> {
+    if !given.is_empty() {
+        return Ok(given
+            .iter()
+            .map(|r| policy.aliases.get(r).cloned().unwrap_or_else(|| r.clone()))
+            .collect());
+    }
+    if let Some(r) = &policy.host.roles {
+        return Ok(r.clone());
+    }
+    let addrs = match dst {
+        Some(d) => vec![d],
+        None => {
+            crate::host::addresses()
+                .map_err(CompileError::Addresses)?
+                .unicast
+        }
+    };
+    let roles = roles_for(policy, &addrs);
+    if roles.is_empty() {
+        return Err(CompileError::NoRole {
+            addresses: addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    Ok(roles)
+}
+
 fn config_for(policy: &Policy) -> Config {
     let d = &policy.datapath;
     Config {
@@ -121,6 +161,7 @@ fn config_for(policy: &Policy) -> Config {
     }
 }
 
+#[expect(clippy::similar_names, reason = "`roles` and `rules` are the domain's own words")]
 /// Compile the rules that apply to a host playing `roles`. `slot_of` gives each rule id its
 /// counter slot (the daemon keeps them stable across reloads); `None` numbers rules in order.
 pub fn for_host(

@@ -37,7 +37,7 @@ pub enum DatapathError {
         dir: PathBuf,
         /// Cause.
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     /// A program was missing or would not load.
     #[error("loading program `{name}`")]
@@ -78,10 +78,10 @@ impl Datapath {
     pub fn load(tables: &Tables, pin_dir: &Path) -> Result<Self, DatapathError> {
         std::fs::create_dir_all(pin_dir).map_err(|e| DatapathError::Load {
             dir: pin_dir.to_owned(),
-            source: aya::EbpfError::FileError {
+            source: Box::new(aya::EbpfError::FileError {
                 path: pin_dir.to_owned(),
                 error: e,
-            },
+            }),
         })?;
         let decisions = u32::try_from(tables.decisions.len())
             .unwrap_or(u32::MAX)
@@ -92,7 +92,7 @@ impl Datapath {
             .load(crate::EBPF_OBJECT)
             .map_err(|source| DatapathError::Load {
                 dir: pin_dir.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         let mut dp = Datapath { ebpf };
         dp.write_tables(tables)?;
@@ -210,8 +210,41 @@ pub fn set_local_addrs(
     unicast: &[IpAddr],
     broadcast: &[IpAddr],
 ) -> Result<(), DatapathError> {
-    let mut want4: std::collections::HashMap<[u8; 4], u32> = std::collections::HashMap::new();
-    let mut want6: std::collections::HashMap<[u8; 16], u32> = std::collections::HashMap::new();
+    let (want4, want6) = wanted_addrs(unicast, broadcast);
+    let v4 = ebpf
+        .map_mut(maps::LOCAL_V4)
+        .ok_or(DatapathError::MissingMap(maps::LOCAL_V4))?;
+    sync_hash(v4, maps::LOCAL_V4, &want4)?;
+    let v6 = ebpf
+        .map_mut(maps::LOCAL_V6)
+        .ok_or(DatapathError::MissingMap(maps::LOCAL_V6))?;
+    sync_hash(v6, maps::LOCAL_V6, &want6)
+}
+
+/// Replace the pinned local-address maps in `pin_dir`: what the daemon does when addresses
+/// change, without holding (or reloading) the program.
+pub fn sync_pinned_local_addrs(
+    pin_dir: &Path,
+    unicast: &[IpAddr],
+    broadcast: &[IpAddr],
+) -> Result<(), DatapathError> {
+    let (want4, want6) = wanted_addrs(unicast, broadcast);
+    let open = |name: &'static str| {
+        MapData::from_pin(pin_dir.join(name))
+            .map(aya::maps::Map::HashMap)
+            .map_err(map_err(name))
+    };
+    sync_hash(&mut open(maps::LOCAL_V4)?, maps::LOCAL_V4, &want4)?;
+    sync_hash(&mut open(maps::LOCAL_V6)?, maps::LOCAL_V6, &want6)
+}
+
+type Wanted4 = std::collections::HashMap<[u8; 4], u32>;
+type Wanted6 = std::collections::HashMap<[u8; 16], u32>;
+
+/// The local-address map contents for these addresses (unicast wins over broadcast).
+fn wanted_addrs(unicast: &[IpAddr], broadcast: &[IpAddr]) -> (Wanted4, Wanted6) {
+    let mut want4 = Wanted4::new();
+    let mut want6 = Wanted6::new();
     for (addrs, kind) in [(broadcast, LOCAL_BROADCAST), (unicast, LOCAL_UNICAST)] {
         for a in addrs {
             match a {
@@ -224,16 +257,14 @@ pub fn set_local_addrs(
             }
         }
     }
-    sync_hash(ebpf, maps::LOCAL_V4, &want4)?;
-    sync_hash(ebpf, maps::LOCAL_V6, &want6)
+    (want4, want6)
 }
 
 fn sync_hash<K: aya::Pod + Eq + std::hash::Hash>(
-    ebpf: &mut Ebpf,
+    map: &mut aya::maps::Map,
     name: &'static str,
     want: &std::collections::HashMap<K, u32>,
 ) -> Result<(), DatapathError> {
-    let map = ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))?;
     let mut hash: HashMap<&mut MapData, K, u32> = HashMap::try_from(map).map_err(map_err(name))?;
     // Insert first, then remove the stale ones: an address never disappears while still ours.
     for (k, v) in want {

@@ -1,0 +1,129 @@
+//! `portguard status`: a readable table of what is in force, or its JSON.
+
+use std::{fmt::Write as _, process::ExitCode, time::Duration};
+
+use super::args::StateArgs;
+use crate::report::{self, Report};
+
+pub(super) fn run(args: &StateArgs, json: bool, watch: Option<u64>) -> anyhow::Result<ExitCode> {
+    let (mut report, mut prev) = report::build(&args.pin_dir, &args.run_dir, None)?;
+    loop {
+        if json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            if watch.is_some() {
+                // Clear the screen and home the cursor, as watch(1) does.
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", render(&report));
+        }
+        let Some(secs) = watch else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        std::thread::sleep(Duration::from_secs(secs.max(1)));
+        (report, prev) = report::build(&args.pin_dir, &args.run_dir, Some(&prev))?;
+    }
+}
+
+fn human(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        _ => format!("{:.1}G", n as f64 / 1e9),
+    }
+}
+
+/// The readable form.
+fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let daemon = r
+        .daemon_pid
+        .map_or_else(|| "not running".to_owned(), |p| format!("pid {p}"));
+    let _ = writeln!(
+        out,
+        "portguard: {} policy {} loaded {}, daemon {daemon}",
+        if r.mode.is_empty() { "?" } else { &r.mode },
+        if r.policy_version.is_empty() {
+            "?"
+        } else {
+            &r.policy_version
+        },
+        r.loaded_at.as_deref().unwrap_or("?"),
+    );
+    let _ = writeln!(out, "site {}  roles {}", r.site, r.roles.join(", "));
+    if r.interfaces.is_empty() {
+        let _ = writeln!(out, "interfaces: none attached");
+    }
+    for i in &r.interfaces {
+        let _ = writeln!(
+            out,
+            "interface {:<12} {:<8} policy {}  since {}",
+            i.name,
+            i.mode,
+            i.policy_version,
+            report::rfc3339(i.since).unwrap_or_default()
+        );
+    }
+    if r.reload.count > 0 {
+        let _ = writeln!(
+            out,
+            "last reload {}: {}",
+            report::rfc3339(r.reload.at).unwrap_or_default(),
+            match &r.reload.error {
+                Some(e) => format!("FAILED, previous policy kept: {}", first_line(e)),
+                None if r.reload.switched => format!("switched in {} µs", r.reload.switch_us),
+                None => "unchanged".to_owned(),
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<22} {:<12} {:>9} {:>9} {:>9}  {:<20}  PURPOSE",
+        "RULE", "PRODUCT", "PACKETS", "BYTES", "PKT/S", "LAST HIT"
+    );
+    for rule in &r.rules {
+        let id = if rule.active {
+            rule.id.clone()
+        } else {
+            format!("{} (removed)", rule.id)
+        };
+        let _ = writeln!(
+            out,
+            "{:<22} {:<12} {:>9} {:>9} {:>9}  {:<20}  {}",
+            id,
+            rule.product,
+            human(rule.packets),
+            human(rule.bytes),
+            rule.rate_pps
+                .map_or_else(|| "-".to_owned(), |r| format!("{r:.1}")),
+            rule.last_hit.as_deref().unwrap_or("-"),
+            rule.purpose
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<22} {:<7} {:>9} {:>9}",
+        "NOT BY A RULE", "VERDICT", "PACKETS", "BYTES"
+    );
+    for reason in r.reasons.iter().filter(|x| x.packets > 0) {
+        let _ = writeln!(
+            out,
+            "{:<22} {:<7} {:>9} {:>9}",
+            reason.reason,
+            reason.verdict,
+            human(reason.packets),
+            human(reason.bytes)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\naudit events: {} emitted, {} suppressed by the rate limit, {} lost (ring full)",
+        r.audit.emitted, r.audit.suppressed, r.audit.lost
+    );
+    out
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}

@@ -1,0 +1,561 @@
+//! `portguard run`: put this host's slice of the site policy in force and keep it there.
+//!
+//! The daemon is a reconciler. The kernel holds enforcement (pinned links, programs, maps);
+//! the daemon compiles the policy, makes the pins match it, records what it did in the run
+//! directory, and then waits: SIGHUP reloads, link/address changes re-sync, a timer samples
+//! counters. It holds no BPF object between steps, so killing it at any point leaves the last
+//! complete state enforcing, and the next daemon adopts it.
+
+pub mod links;
+pub mod metrics;
+pub mod netwatch;
+pub mod slots;
+pub mod state;
+pub mod system;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    audit,
+    compile::{HostPolicy, for_host, host_roles},
+    ebpf::{self, Datapath},
+    policy::{self, Mode, Policy},
+};
+use state::{IfaceEntry, RuleEntry, SavedSample, State};
+
+/// How often counters are sampled for rates and last-hit times.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// Changes reported by netlink arrive in bursts; wait this long for the burst to end.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Everything `portguard run` was asked to do.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The site file.
+    pub site: PathBuf,
+    /// Product-file directory (None: installed or ./policies).
+    pub policies: Option<PathBuf>,
+    /// Interfaces to protect (empty: the site's `[host] interfaces`, else every interface with
+    /// a global address).
+    pub ifaces: Vec<String>,
+    /// Mode override.
+    pub mode: Option<Mode>,
+    /// Host roles override.
+    pub host_roles: Vec<String>,
+    /// bpffs directory of the pins.
+    pub pin_dir: PathBuf,
+    /// Directory of the state file and counter samples.
+    pub run_dir: PathBuf,
+    /// Prometheus endpoint address.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Audit log path override (else the site's `[audit] path`).
+    pub audit_log: Option<PathBuf>,
+}
+
+/// A policy compiled and ready to load, not yet in force.
+struct Compiled {
+    policy: Policy,
+    host: HostPolicy,
+    version: String,
+    fresh_slots: Vec<u32>,
+}
+
+/// The daemon's view of what is in force.
+struct Daemon {
+    opts: Options,
+    state: State,
+    /// Interfaces asked for but missing so far (hot-plug will attach them).
+    waiting: BTreeSet<String>,
+    last_sample: SavedSample,
+    /// Rule id per counter slot, shared with the audit reader.
+    rule_ids: audit::RuleIds,
+    /// Where audit records go, as the policy in force says.
+    audit: Option<audit::AuditConfig>,
+}
+
+/// The audit reader task and how to stop it.
+struct AuditTask {
+    config: audit::AuditConfig,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), audit::AuditError>>,
+}
+
+impl AuditTask {
+    /// Start draining the pinned ring buffer into the log `config` names.
+    fn start(daemon: &Daemon, config: audit::AuditConfig) -> anyhow::Result<Self> {
+        let reader = audit::Reader::open(&daemon.opts.pin_dir, config.clone())
+            .context("starting the audit reader")?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(reader.run(
+            audit::record::interface_name,
+            daemon.rule_ids.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        log::info!("audit records go to {}", config.path.display());
+        Ok(AuditTask { config, stop, task })
+    }
+
+    /// Drain what is left, write the last window, and stop.
+    async fn finish(self) {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::error!("audit reader: {e}"),
+            Err(e) => log::error!("audit reader task: {e}"),
+        }
+    }
+}
+
+/// Run the daemon until SIGTERM or SIGINT. Enforcement stays in place when it returns.
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(serve(opts))
+}
+
+async fn serve(opts: Options) -> anyhow::Result<()> {
+    system::check_capabilities()?;
+    system::ensure_pin_dir(&opts.pin_dir)?;
+    std::fs::create_dir_all(&opts.run_dir)
+        .with_context(|| format!("creating {}", opts.run_dir.display()))?;
+    let previous = match State::read(&opts.run_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("ignoring the previous state: {e:#}");
+            None
+        }
+    };
+    let mut daemon = Daemon::new(opts, previous);
+    daemon
+        .apply()
+        .context("putting the policy in force (nothing was changed)")?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let watch = netwatch::NetWatch::new().context("subscribing to rtnetlink")?;
+    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+    // Enforcement does not depend on auditing: a log that cannot be written is an error in the
+    // log, not a reason to leave the host unprotected.
+    let mut auditor = daemon
+        .audit
+        .clone()
+        .and_then(|cfg| AuditTask::start(&daemon, cfg).map_err(|e| log::error!("{e:#}")).ok());
+    if let Some(addr) = daemon.opts.metrics {
+        let (pins, run) = (daemon.opts.pin_dir.clone(), daemon.opts.run_dir.clone());
+        let listener = metrics::bind(addr).await?;
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(listener, pins, run).await {
+                log::error!("metrics endpoint: {e:#}");
+            }
+        });
+    }
+    system::notify("READY=1");
+    log::info!("ready");
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                system::notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", system::monotonic_usec()));
+                daemon.reload();
+                // A reload may move the audit log: restart the reader on the new settings.
+                if daemon.audit.as_ref() != auditor.as_ref().map(|a| &a.config) {
+                    if let Some(a) = auditor.take() {
+                        a.finish().await;
+                    }
+                    if let Some(cfg) = daemon.audit.clone() {
+                        match AuditTask::start(&daemon, cfg) {
+                            Ok(a) => auditor = Some(a),
+                            Err(e) => log::error!("{e:#}"),
+                        }
+                    }
+                }
+                system::notify("READY=1");
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            changed = watch.changed() => {
+                if let Err(e) = changed {
+                    log::warn!("rtnetlink: {e}");
+                }
+                tokio::time::sleep(SETTLE).await;
+                if let Err(e) = daemon.sync_interfaces() {
+                    log::error!("re-syncing interfaces and addresses: {e:#}");
+                }
+            }
+            _ = ticks.tick() => daemon.sample(),
+        }
+    }
+    system::notify("STOPPING=1");
+    if let Some(a) = auditor {
+        a.finish().await;
+    }
+    daemon.sample();
+    log::info!(
+        "exiting; enforcement stays in place (pins in {}); `portguard detach` removes it",
+        daemon.opts.pin_dir.display()
+    );
+    Ok(())
+}
+
+impl Daemon {
+    fn new(opts: Options, previous: Option<State>) -> Self {
+        let mut state = previous.unwrap_or_default();
+        // A new daemon forgets removed rules: their slots are free again.
+        state.rules.retain(|r| r.active);
+        state.pid = std::process::id();
+        state.reload = state::ReloadEntry::default();
+        let last_sample = SavedSample::read(&opts.run_dir).unwrap_or_default();
+        Daemon {
+            opts,
+            state,
+            waiting: BTreeSet::new(),
+            last_sample,
+            rule_ids: audit::RuleIds::default(),
+            audit: None,
+        }
+    }
+
+    /// Compile the site policy for this host, with slots kept from what is in force.
+    fn compile(&self) -> anyhow::Result<Compiled> {
+        let dir = crate::paths::policies_dir(self.opts.policies.as_deref());
+        let mut policy = policy::load(&self.opts.site, &dir).map_err(|d| anyhow::anyhow!("{d}"))?;
+        if let Some(m) = self.opts.mode {
+            policy.mode = m;
+        }
+        let roles = host_roles(&policy, &self.opts.host_roles, None)?;
+        // The rule ids come first, then slots for them, then the tables with those slots.
+        let ids = for_host(&policy, &roles, None)?;
+        let assignment =
+            slots::assign(ids.rules.iter().map(|r| r.id.as_str()), &self.state.slots())
+                .context("no free counter slots")?;
+        let slot_of = |id: &str| assignment.slots[id];
+        let host = for_host(&policy, &roles, Some(&slot_of))?;
+        let version = format!("{:016x}", host.tables.config.policy_version);
+        Ok(Compiled {
+            policy,
+            host,
+            version,
+            fresh_slots: assignment.fresh,
+        })
+    }
+
+    /// The interfaces this host protects, those that exist now.
+    fn targets(&mut self, policy: &Policy) -> anyhow::Result<Vec<String>> {
+        let addrs = crate::host::addresses().context("reading interfaces")?;
+        let existing = existing_interfaces()?;
+        let wanted: Vec<String> = if !self.opts.ifaces.is_empty() {
+            self.opts.ifaces.clone()
+        } else if let Some(i) = &policy.host.interfaces {
+            i.clone()
+        } else {
+            addrs
+                .interfaces
+                .iter()
+                .filter(|(name, global)| **global && name.as_str() != "lo")
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        self.waiting = wanted
+            .iter()
+            .filter(|i| !existing.contains(*i))
+            .cloned()
+            .collect();
+        for w in &self.waiting {
+            log::warn!("{w}: no such interface yet; it will be attached when it appears");
+        }
+        Ok(wanted
+            .into_iter()
+            .filter(|i| existing.contains(i))
+            .collect())
+    }
+
+    /// Make the kernel enforce the current site policy. Fails without changing anything if the
+    /// policy does not compile or the program does not load.
+    fn apply(&mut self) -> anyhow::Result<bool> {
+        let c = self.compile()?;
+        let targets = self.targets(&c.policy)?;
+        let pinned = links::pinned(&self.opts.pin_dir)?;
+        let attached: BTreeMap<String, IfaceEntry> = self
+            .state
+            .interfaces
+            .iter()
+            .filter(|i| pinned.contains(&i.name))
+            .map(|i| (i.name.clone(), i.clone()))
+            .collect();
+        let to_switch: Vec<&String> = targets
+            .iter()
+            .filter(|i| {
+                pinned.contains(i)
+                    && attached
+                        .get(*i)
+                        .is_none_or(|e| e.policy_version != c.version)
+            })
+            .collect();
+        let to_attach: Vec<&String> = targets.iter().filter(|i| !pinned.contains(i)).collect();
+        let to_remove: Vec<&String> = pinned.iter().filter(|i| !targets.contains(i)).collect();
+        let changed = !to_switch.is_empty() || !to_attach.is_empty();
+        let addrs = crate::host::addresses().context("reading addresses")?;
+        let now = state::now_secs();
+        let mut ifaces: BTreeMap<String, IfaceEntry> = attached;
+        let mut switch_us = 0;
+        if changed {
+            // Everything that can fail comes before the first interface is touched: the
+            // program loads (and passes the verifier) with its tables complete.
+            let mut dp = Datapath::load(&c.host.tables, &self.opts.pin_dir)
+                .context("loading the XDP program")?;
+            for slot in &c.fresh_slots {
+                crate::stats::zero_rule(&self.opts.pin_dir, *slot)?;
+            }
+            ebpf::sync_pinned_local_addrs(&self.opts.pin_dir, &addrs.unicast, &addrs.broadcast)?;
+            let started = Instant::now();
+            for name in &to_switch {
+                links::switch(&mut dp, &self.opts.pin_dir, name)?;
+                let e = ifaces.entry((*name).clone()).or_insert_with(|| IfaceEntry {
+                    name: (*name).clone(),
+                    ifindex: ifindex(name),
+                    mode: "unknown".into(),
+                    policy_version: String::new(),
+                    since: now,
+                });
+                e.policy_version.clone_from(&c.version);
+                e.since = now;
+                log::info!("{name}: switched to policy {}", c.version);
+            }
+            switch_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            for name in &to_attach {
+                let mode = links::attach(&mut dp, &self.opts.pin_dir, name)?;
+                log::info!(
+                    "{name}: attached policy {} in {} mode",
+                    c.version,
+                    mode.name()
+                );
+                ifaces.insert(
+                    (*name).clone(),
+                    IfaceEntry {
+                        name: (*name).clone(),
+                        ifindex: ifindex(name),
+                        mode: mode.name().into(),
+                        policy_version: c.version.clone(),
+                        since: now,
+                    },
+                );
+            }
+            // Dropping the datapath closes our handles only: the pins hold what is attached.
+            drop(dp);
+        } else {
+            ebpf::sync_pinned_local_addrs(&self.opts.pin_dir, &addrs.unicast, &addrs.broadcast)?;
+            if !targets.is_empty() {
+                log::info!(
+                    "adopted policy {} already in force on {}",
+                    c.version,
+                    targets.join(", ")
+                );
+            }
+        }
+        for name in to_remove {
+            links::unpin(&self.opts.pin_dir, name)?;
+            ifaces.remove(name);
+            log::info!("{name}: detached (no longer selected)");
+        }
+        self.record(&c, ifaces.into_values().collect(), changed, switch_us);
+        Ok(changed)
+    }
+
+    /// Update and write the state after `apply`.
+    fn record(&mut self, c: &Compiled, interfaces: Vec<IfaceEntry>, changed: bool, switch_us: u64) {
+        let active: BTreeSet<&str> = c.host.rules.iter().map(|r| r.id.as_str()).collect();
+        let mut rules: Vec<RuleEntry> = c
+            .host
+            .rules
+            .iter()
+            .map(|r| RuleEntry {
+                slot: r.slot,
+                id: r.id.clone(),
+                product: r.product.clone(),
+                purpose: r.purpose.clone(),
+                active: true,
+            })
+            .collect();
+        rules.extend(
+            self.state
+                .rules
+                .iter()
+                .filter(|r| !active.contains(r.id.as_str()))
+                .map(|r| RuleEntry {
+                    active: false,
+                    ..r.clone()
+                }),
+        );
+        if changed || self.state.policy_version != c.version {
+            self.state.loaded_at = state::now_secs();
+        }
+        self.state.site.clone_from(&self.opts.site);
+        self.state.mode = if c.policy.mode == Mode::Audit {
+            "audit".into()
+        } else {
+            "enforce".into()
+        };
+        self.state.policy_version.clone_from(&c.version);
+        self.state.roles.clone_from(&c.host.roles);
+        self.state.interfaces = interfaces;
+        self.state.rules = rules;
+        if let Ok(mut ids) = self.rule_ids.write() {
+            *ids = c.host.rules.iter().map(|r| (r.slot, r.id.clone())).collect();
+        }
+        let mut audit_cfg = audit::AuditConfig::from(&c.policy.audit);
+        if let Some(p) = &self.opts.audit_log {
+            audit_cfg.path.clone_from(p);
+        }
+        self.audit = Some(audit_cfg);
+        self.state.reload.switched = changed;
+        self.state.reload.switch_us = switch_us;
+        self.state.reload.error = None;
+        self.write_state();
+    }
+
+    fn write_state(&self) {
+        if let Err(e) = self.state.write(&self.opts.run_dir) {
+            log::error!("writing the state: {e:#}");
+        }
+    }
+
+    /// SIGHUP: apply the policy as it is now on disk; on failure keep what is in force.
+    fn reload(&mut self) {
+        let started = Instant::now();
+        let count = self.state.reload.count + 1;
+        let result = self.apply();
+        self.state.reload.count = count;
+        self.state.reload.at = state::now_secs();
+        match result {
+            Ok(true) => log::info!(
+                "reload {count}: policy {} in force (switch {} µs, total {} ms)",
+                self.state.policy_version,
+                self.state.reload.switch_us,
+                started.elapsed().as_millis()
+            ),
+            Ok(false) => log::info!("reload {count}: policy unchanged"),
+            Err(e) => {
+                log::error!(
+                    "reload {count} failed, policy {} stays in force: {e:#}",
+                    self.state.policy_version
+                );
+                self.state.reload.switched = false;
+                self.state.reload.error = Some(format!("{e:#}"));
+            }
+        }
+        self.write_state();
+    }
+
+    /// Interfaces or addresses changed: refresh the local addresses, attach to interfaces that
+    /// appeared, forget those that went away.
+    fn sync_interfaces(&mut self) -> anyhow::Result<()> {
+        let addrs = crate::host::addresses().context("reading addresses")?;
+        ebpf::sync_pinned_local_addrs(&self.opts.pin_dir, &addrs.unicast, &addrs.broadcast)?;
+        let existing = existing_interfaces()?;
+        let gone: Vec<String> = self
+            .state
+            .interfaces
+            .iter()
+            .filter(|i| !existing.contains(&i.name) || ifindex(&i.name) != i.ifindex)
+            .map(|i| i.name.clone())
+            .collect();
+        for name in &gone {
+            // The kernel detached the link when the device went away; drop the stale pin.
+            if let Err(e) = links::unpin(&self.opts.pin_dir, name) {
+                log::warn!("{name}: removing the stale link pin: {e:#}");
+            }
+            log::info!("{name}: interface went away");
+            self.state.interfaces.retain(|i| &i.name != name);
+        }
+        let appeared = self.waiting.iter().any(|w| existing.contains(w));
+        let auto_new = self.opts.ifaces.is_empty()
+            && addrs.interfaces.iter().any(|(name, global)| {
+                *global
+                    && name.as_str() != "lo"
+                    && !self.state.interfaces.iter().any(|i| &i.name == name)
+            });
+        if appeared || auto_new || !gone.is_empty() {
+            self.apply()?;
+        } else {
+            self.write_state();
+        }
+        Ok(())
+    }
+
+    /// Sample counters for rates and last-hit times in `status`.
+    fn sample(&mut self) {
+        let slots = self
+            .state
+            .rules
+            .iter()
+            .map(|r| r.slot + 1)
+            .max()
+            .unwrap_or(0);
+        let Ok(s) = crate::stats::read(&self.opts.pin_dir, slots) else {
+            return;
+        };
+        let now = state::now_secs();
+        let last_hit = s
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let before = self.last_sample.packets.get(i).copied().unwrap_or(0);
+                let prev = self.last_sample.last_hit.get(i).copied().unwrap_or(0);
+                if c.packets > before { now } else { prev }
+            })
+            .collect();
+        self.last_sample = SavedSample {
+            at_ms: state::now_ms(),
+            packets: s.rules.iter().map(|c| c.packets).collect(),
+            bytes: s.rules.iter().map(|c| c.bytes).collect(),
+            last_hit,
+        };
+        if let Err(e) = self.last_sample.write(&self.opts.run_dir) {
+            log::warn!("writing the counter sample: {e:#}");
+        }
+    }
+}
+
+/// Names of the interfaces of this network namespace (`if_nameindex` asks the kernel over
+/// netlink, so it is right in any namespace, unlike `/sys/class/net`).
+fn existing_interfaces() -> anyhow::Result<BTreeSet<String>> {
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
+    let head = unsafe { libc::if_nameindex() };
+    if head.is_null() {
+        return Err(std::io::Error::last_os_error()).context("listing interfaces");
+    }
+    let mut out = BTreeSet::new();
+    let mut cur = head;
+    // SAFETY: walking the array until its terminating entry.
+    unsafe {
+        while (*cur).if_index != 0 {
+            out.insert(
+                std::ffi::CStr::from_ptr((*cur).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            cur = cur.add(1);
+        }
+        libc::if_freenameindex(head);
+    }
+    Ok(out)
+}
+
+/// Index of an interface, 0 if it does not exist.
+fn ifindex(name: &str) -> u32 {
+    std::ffi::CString::new(name).map_or(0, |c| {
+        // SAFETY: a valid NUL-terminated name.
+        unsafe { libc::if_nametoindex(c.as_ptr()) }
+    })
+}

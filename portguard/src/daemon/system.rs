@@ -1,0 +1,138 @@
+//! What the daemon asks of the system before it starts: capabilities, bpffs, and systemd.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Effective capabilities of this process (capget, version 3: two 32-bit words).
+fn effective_caps() -> std::io::Result<u64> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: header and data have the layout capget(2) documents for version 3.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(u64::from(data[0].effective) | (u64::from(data[1].effective) << 32))
+}
+
+/// Fail, naming what is missing, unless this process may load and attach XDP programs:
+/// `CAP_BPF` (or `CAP_SYS_ADMIN` on kernels before 5.8), `CAP_NET_ADMIN`, and `CAP_PERFMON`
+/// (or `CAP_SYS_ADMIN`) for the helpers the program calls.
+pub fn check_capabilities() -> anyhow::Result<()> {
+    let caps = effective_caps().context("reading this process's capabilities")?;
+    let has = |c: u32| caps & (1 << c) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
+    if !missing.is_empty() {
+        bail!(
+            "missing capabilities: {} (run as root, or grant them: the unit file's \
+             AmbientCapabilities= lists what portguard needs)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Make sure `pin_dir` is on a mounted bpffs, mounting one at its parent's bpffs root
+/// (`/sys/fs/bpf`) if none is, and create it with mode 0700.
+pub fn ensure_pin_dir(pin_dir: &Path) -> anyhow::Result<()> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let root = Path::new("/sys/fs/bpf");
+    if pin_dir.starts_with(root) && fs_magic(root)? != BPF_FS_MAGIC {
+        let target = std::ffi::CString::new("/sys/fs/bpf").expect("literal");
+        let fstype = std::ffi::CString::new("bpf").expect("literal");
+        // SAFETY: valid NUL-terminated strings; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                fstype.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).context("mounting bpffs at /sys/fs/bpf");
+        }
+        log::info!("mounted bpffs at /sys/fs/bpf");
+    }
+    std::fs::create_dir_all(pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
+    std::fs::set_permissions(pin_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("setting mode 0700 on {}", pin_dir.display()))?;
+    Ok(())
+}
+
+fn fs_magic(path: &Path) -> anyhow::Result<i64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: statfs fills the struct we pass.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and out pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &raw mut st) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("statfs {}", path.display()));
+    }
+    Ok(st.f_type)
+}
+
+/// Tell systemd (Type=notify) about our state; a no-op outside systemd.
+pub fn notify(state: &str) {
+    use std::os::{linux::net::SocketAddrExt as _, unix::net::UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    let addr = if let Some(name) = path.strip_prefix('@') {
+        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+    } else {
+        std::os::unix::net::SocketAddr::from_pathname(&path)
+    };
+    let sent = addr.and_then(|addr| {
+        let sock = UnixDatagram::unbound()?;
+        sock.send_to_addr(state.as_bytes(), &addr)
+    });
+    if let Err(e) = sent {
+        log::warn!("sd_notify({state:?}) to {path}: {e}");
+    }
+}
+
+/// `MONOTONIC_USEC=` value for `RELOADING=1` notifications.
+#[must_use]
+pub fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1000
+}

@@ -1,0 +1,225 @@
+//! What is in force and what it has done: the data behind `status`, its JSON, and metrics.
+//!
+//! Built from two sources that both outlive the daemon: the pinned counter maps (the truth about
+//! packets) and the state file (which rule owns which slot, what is attached where). So the
+//! report works the same whether the daemon runs or not.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::{
+    daemon::state::{IfaceEntry, ReloadEntry, SavedSample, State, now_ms, now_secs},
+    stats::{self, Sample},
+};
+use portguard_common::{maps::MAX_RULES, reason::Reason};
+
+/// One rule's line in the report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuleReport {
+    /// Counter slot.
+    pub slot: u32,
+    /// Rule id (`slot-N` when the state file is missing).
+    pub id: String,
+    /// Product.
+    pub product: String,
+    /// Purpose.
+    pub purpose: String,
+    /// False for rules removed by a reload (totals kept until restart).
+    pub active: bool,
+    /// Packets allowed by this rule.
+    pub packets: u64,
+    /// Bytes allowed by this rule.
+    pub bytes: u64,
+    /// Packets per second over the last interval, when one is known.
+    pub rate_pps: Option<f64>,
+    /// Last time the rule was seen to match (RFC 3339), when known.
+    pub last_hit: Option<String>,
+}
+
+/// One reason's line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReasonReport {
+    /// Reason name.
+    pub reason: &'static str,
+    /// `pass` or `drop` (in enforce mode).
+    pub verdict: &'static str,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Audit emission counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AuditReport {
+    /// Events written to the ring buffer.
+    pub emitted: u64,
+    /// Denied packets not reported by the rate limit.
+    pub suppressed: u64,
+    /// Events lost because the ring buffer was full.
+    pub lost: u64,
+}
+
+/// The whole report (`status --json` prints this; field names are stable).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// Pid of the daemon, when one is running.
+    pub daemon_pid: Option<u32>,
+    /// Site file in force.
+    pub site: String,
+    /// `enforce` or `audit`.
+    pub mode: String,
+    /// Version of the policy in force.
+    pub policy_version: String,
+    /// When it was loaded (RFC 3339).
+    pub loaded_at: Option<String>,
+    /// The host's roles.
+    pub roles: Vec<String>,
+    /// Interfaces attached.
+    pub interfaces: Vec<IfaceEntry>,
+    /// Rules, in slot order of the state file (active first).
+    pub rules: Vec<RuleReport>,
+    /// Everything not allowed by a rule, by reason.
+    pub reasons: Vec<ReasonReport>,
+    /// Audit event counters.
+    pub audit: AuditReport,
+    /// The last reload.
+    pub reload: ReloadEntry,
+}
+
+/// RFC 3339 form of a Unix time in seconds.
+#[must_use]
+pub fn rfc3339(secs: u64) -> Option<String> {
+    let secs = i64::try_from(secs).ok().filter(|s| *s > 0)?;
+    jiff::Timestamp::from_second(secs)
+        .ok()
+        .map(|t| t.to_string())
+}
+
+/// A previous reading to compute rates against.
+#[derive(Clone, Debug)]
+pub struct Previous {
+    /// When it was read (Unix ms).
+    pub at_ms: u64,
+    /// Packets per slot.
+    pub packets: Vec<u64>,
+}
+
+/// Build the report from the pins in `pin_dir` and the state in `run_dir`. Rates come from
+/// `previous` when given (watch mode), else from the daemon's last sample.
+pub fn build(
+    pin_dir: &Path,
+    run_dir: &Path,
+    previous: Option<&Previous>,
+) -> anyhow::Result<(Report, Previous)> {
+    let state = State::read(run_dir)?;
+    let slots = state.as_ref().map_or(MAX_RULES, |s| {
+        s.rules.iter().map(|r| r.slot + 1).max().unwrap_or(0)
+    });
+    let sample = stats::read(pin_dir, slots)?;
+    let at_ms = now_ms();
+    let saved = SavedSample::read(run_dir);
+    let baseline = previous.cloned().or_else(|| {
+        saved.as_ref().map(|s| Previous {
+            at_ms: s.at_ms,
+            packets: s.packets.clone(),
+        })
+    });
+    let rate = |slot: u32, packets: u64| {
+        let b = baseline.as_ref()?;
+        let dt = at_ms.checked_sub(b.at_ms)?;
+        let before = *b.packets.get(slot as usize)?;
+        (dt >= 500).then(|| packets.saturating_sub(before) as f64 * 1000.0 / dt as f64)
+    };
+    let last_hit = |slot: u32, packets: u64| {
+        let s = saved.as_ref()?;
+        let before = s.packets.get(slot as usize).copied().unwrap_or(0);
+        if packets > before {
+            rfc3339(now_secs())
+        } else {
+            rfc3339(s.last_hit.get(slot as usize).copied().unwrap_or(0))
+        }
+    };
+    let rule = |slot: u32, id: String, product: String, purpose: String, active: bool| {
+        let c = sample.rules.get(slot as usize).copied().unwrap_or_default();
+        RuleReport {
+            slot,
+            id,
+            product,
+            purpose,
+            active,
+            packets: c.packets,
+            bytes: c.bytes,
+            rate_pps: rate(slot, c.packets),
+            last_hit: last_hit(slot, c.packets),
+        }
+    };
+    let rules: Vec<RuleReport> = match &state {
+        Some(s) => {
+            let mut entries = s.rules.clone();
+            entries.sort_by_key(|r| !r.active);
+            entries
+                .into_iter()
+                .map(|r| rule(r.slot, r.id, r.product, r.purpose, r.active))
+                .collect()
+        }
+        // Without a state file only the counters are known: show the slots that counted.
+        None => (0..slots)
+            .filter(|s| sample.rules.get(*s as usize).is_some_and(|c| c.packets > 0))
+            .map(|s| rule(s, format!("slot-{s}"), String::new(), String::new(), true))
+            .collect(),
+    };
+    let report = Report {
+        daemon_pid: state.as_ref().and_then(|s| alive(s.pid)),
+        site: state
+            .as_ref()
+            .map(|s| s.site.display().to_string())
+            .unwrap_or_default(),
+        mode: state.as_ref().map(|s| s.mode.clone()).unwrap_or_default(),
+        policy_version: state
+            .as_ref()
+            .map(|s| s.policy_version.clone())
+            .unwrap_or_default(),
+        loaded_at: state.as_ref().and_then(|s| rfc3339(s.loaded_at)),
+        roles: state.as_ref().map(|s| s.roles.clone()).unwrap_or_default(),
+        interfaces: state
+            .as_ref()
+            .map(|s| s.interfaces.clone())
+            .unwrap_or_default(),
+        rules,
+        reasons: reasons(&sample),
+        audit: AuditReport {
+            emitted: sample.audit.emitted,
+            suppressed: sample.audit.suppressed,
+            lost: sample.audit.lost,
+        },
+        reload: state.map(|s| s.reload).unwrap_or_default(),
+    };
+    let now = Previous {
+        at_ms,
+        packets: sample.rules.iter().map(|c| c.packets).collect(),
+    };
+    Ok((report, now))
+}
+
+fn reasons(sample: &Sample) -> Vec<ReasonReport> {
+    Reason::ALL
+        .iter()
+        .map(|r| {
+            let c = sample.reason(*r);
+            ReasonReport {
+                reason: r.name(),
+                verdict: if r.passes() { "pass" } else { "drop" },
+                packets: c.packets,
+                bytes: c.bytes,
+            }
+        })
+        .collect()
+}
+
+/// `pid` if a portguard process with that pid is alive.
+fn alive(pid: u32) -> Option<u32> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (pid > 0 && comm.trim().starts_with("portguard")).then_some(pid)
+}

@@ -1,0 +1,73 @@
+//! `portguard-bench <datapath|throughput|scale|reload|all>`: the benchmark driver that
+//! `cargo xtask bench` runs as root, in release mode. Each benchmark writes
+//! `bench/results/<name>.md` and `<name>.json`; `all` also draws the cost-against-policy-size
+//! plot.
+
+#[path = "../bench/mod.rs"]
+mod bench;
+
+use std::{path::PathBuf, process::ExitCode, time::Instant};
+
+use bench::{datapath, plot, report::Machine, scale, throughput};
+
+const USAGE: &str = "usage: portguard-bench <datapath|throughput|scale|reload|all>";
+
+/// What `reload` reports until the daemon exists: there is nothing to send SIGHUP to yet.
+const RELOAD_PENDING: &str = "reload: not yet measured: needs the daemon (issue #6)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [which] = args.as_slice() else {
+        eprintln!("{USAGE}");
+        return ExitCode::FAILURE;
+    };
+    if !["datapath", "throughput", "scale", "reload", "all"].contains(&which.as_str()) {
+        eprintln!("unknown benchmark `{which}`\n{USAGE}");
+        return ExitCode::FAILURE;
+    }
+    // The workspace root: results and policies are found from here whatever the working
+    // directory `cargo run` was started in.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned();
+    let out = root.join("bench/results");
+    let machine = Machine::detect(&format!("cargo xtask bench {which}"), &root);
+    let all = which == "all";
+    let started = Instant::now();
+    let step = |name: &str| {
+        eprintln!(
+            "portguard-bench: {name} ({:.0}s elapsed)",
+            started.elapsed().as_secs_f64()
+        );
+    };
+    let write = |r: &bench::report::Report| {
+        r.write(&out, &machine)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+        println!("{}", std::fs::read_to_string(out.join(format!("{}.md", r.name))).unwrap_or_default());
+    };
+    if all || which == "datapath" {
+        step("datapath");
+        write(&datapath::run(&root));
+    }
+    if all || which == "scale" {
+        step("scale");
+        let (report, points) = scale::run(&root);
+        write(&report);
+        if all {
+            let path = out.join("ns-per-packet-vs-policy-size.svg");
+            std::fs::write(&path, plot::svg(&points, &machine.caption()))
+                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            println!("plot: {}", path.display());
+        }
+    }
+    if all || which == "throughput" {
+        step("throughput");
+        write(&throughput::run(&root));
+    }
+    if all || which == "reload" {
+        println!("{RELOAD_PENDING}");
+    }
+    step("done");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,341 @@
+//! Running the real `portguard run` in a test's namespace, with pins and state of its own, and
+//! steady traffic to measure what a reload or a crash costs.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{PinDir, net::Netns, unique};
+
+/// The CLI binary built by this crate from the code under test. Cargo builds a package's
+/// binaries before its integration tests and puts them one level above the test executables
+/// (`target/<profile>/deps/<test>` -> `target/<profile>/portguard-cli`).
+#[must_use]
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("portguard-cli");
+    assert!(
+        bin.exists(),
+        "{} missing: run the tests through cargo (`cargo xtask test`)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `portguard run` process inside a namespace, its pins and run directory. Dropping it kills
+/// the process (by its pid) and removes everything it attached and pinned.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    /// bpffs directory of its pins.
+    pub pins: PinDir,
+    /// Its state directory.
+    pub run_dir: PathBuf,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+    netns: String,
+    site: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Daemon {
+    /// Start `portguard run --site site <extra>` in `ns` and wait until it is ready.
+    #[must_use]
+    pub fn start(ns: &Netns, site: &Path, extra: &[&str]) -> Self {
+        let run_dir = std::env::temp_dir().join(unique("pg-run-"));
+        std::fs::create_dir_all(&run_dir).expect("run dir");
+        let mut d = Daemon {
+            child: None,
+            pins: PinDir::new(),
+            log: run_dir.join("daemon.log"),
+            run_dir,
+            netns: format!("/run/netns/{}", ns.name),
+            site: site.to_owned(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        d.restart();
+        d
+    }
+
+    /// Start the daemon again (after `kill9` or `stop`) and wait until it is ready.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "daemon still running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let netns = self.netns.clone();
+        let mut cmd = Command::new(binary());
+        cmd.arg("run")
+            .arg("--site")
+            .arg(&self.site)
+            .arg("--policies")
+            .arg(policies_dir())
+            .args(&self.extra)
+            .arg("--audit-log")
+            .arg(self.audit_log())
+            .args(self.state_args())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log);
+        // Only the network namespace changes: the daemon must see the host's bpffs, as it does
+        // under systemd (`ip netns exec` would give it a private /sys without one).
+        // SAFETY: pre_exec runs in the child between fork and exec; open/setns are
+        // async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                let f = std::fs::File::open(&netns)?;
+                if libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn portguard run");
+        let pid = child.id();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(state) = self.state()
+                && state["pid"] == pid
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                panic!("portguard run exited with {status}:\n{}", self.log_text());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("portguard run not ready after 60 s:\n{}", self.log_text());
+    }
+
+    /// The audit log this daemon writes (in its run directory).
+    #[must_use]
+    pub fn audit_log(&self) -> PathBuf {
+        self.run_dir.join("audit.jsonl")
+    }
+
+    /// `audit --json --since 1h` records from this daemon's log, parsed.
+    #[must_use]
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(binary())
+            .args(["audit", "--json", "--log"])
+            .arg(self.audit_log())
+            .output()
+            .expect("run portguard audit");
+        assert!(
+            out.status.success(),
+            "audit: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit JSON line"))
+            .collect()
+    }
+
+    /// Resident memory of the daemon in KiB (`VmRSS`).
+    #[must_use]
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid().expect("daemon running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// `--pin-dir` and `--run-dir` for this daemon.
+    #[must_use]
+    pub fn state_args(&self) -> Vec<String> {
+        vec![
+            "--pin-dir".into(),
+            self.pins.0.display().to_string(),
+            "--run-dir".into(),
+            self.run_dir.display().to_string(),
+        ]
+    }
+
+    /// Run a CLI verb against this daemon's pins and state (`status`, `reload`, `detach`).
+    #[must_use]
+    pub fn cli(&self, verb: &[&str]) -> Output {
+        Command::new(binary())
+            .args(verb)
+            .args(self.state_args())
+            .output()
+            .expect("run portguard")
+    }
+
+    /// `status --json`, parsed.
+    #[must_use]
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// Packets counted for rule `id` in `status --json`.
+    #[must_use]
+    pub fn rule_packets(&self, id: &str) -> u64 {
+        let s = self.status();
+        s["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("rule {id} not in status: {s}"))["packets"]
+            .as_u64()
+            .expect("packets")
+    }
+
+    /// The state file, if written.
+    #[must_use]
+    pub fn state(&self) -> Option<serde_json::Value> {
+        let bytes = std::fs::read(self.run_dir.join("state.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The daemon's log so far.
+    #[must_use]
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Pid of the running daemon.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL the daemon (a crash) and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM the daemon and wait for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on the pid of our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        // Remove links first (that detaches the program), then the rest of the pins.
+        let _ = self.cli(&["detach"]);
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+/// The product files of this checkout.
+#[must_use]
+pub fn policies_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+/// Datagrams sent from one namespace to another at a steady rate, each numbered, so a test can
+/// tell whether any was lost while something changed underneath.
+#[derive(Debug)]
+pub struct Stream {
+    stop: Arc<AtomicBool>,
+    sender: Option<thread::JoinHandle<u64>>,
+    receiver: Option<thread::JoinHandle<u64>>,
+    received: Arc<AtomicU64>,
+}
+
+impl Stream {
+    /// Send from `from` to `to` (a UDP port in `into`) every `gap`.
+    #[must_use]
+    pub fn start(from: &Netns, into: &Netns, to: SocketAddr, gap: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let rx = into.run(move || UdpSocket::bind(to).expect("bind stream receiver"));
+        rx.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let (stop_rx, count) = (stop.clone(), received.clone());
+        let receiver = thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let mut quiet = 0;
+            // After the stop flag, keep reading until 1 s passes without a datagram.
+            while !stop_rx.load(Ordering::Relaxed) || quiet < 10 {
+                if rx.recv(&mut buf).is_ok() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    quiet = 0;
+                } else {
+                    quiet += 1;
+                }
+            }
+            count.load(Ordering::Relaxed)
+        });
+        let stop_tx = stop.clone();
+        let sender = from.spawn(move || {
+            let bind: SocketAddr = if to.is_ipv4() {
+                "0.0.0.0:0".parse().expect("addr")
+            } else {
+                "[::]:0".parse().expect("addr")
+            };
+            let tx = UdpSocket::bind(bind).expect("bind stream sender");
+            let mut sent = 0u64;
+            while !stop_tx.load(Ordering::Relaxed) {
+                if tx.send_to(&sent.to_be_bytes(), to).is_ok() {
+                    sent += 1;
+                }
+                thread::sleep(gap);
+            }
+            sent
+        });
+        Stream {
+            stop,
+            sender: Some(sender),
+            receiver: Some(receiver),
+            received,
+        }
+    }
+
+    /// Datagrams received so far.
+    #[must_use]
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Stop sending; (sent, received) once the last datagrams had time to arrive.
+    pub fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.sender.take().expect("sender").join().expect("sender");
+        let received = self.receiver.take().expect("receiver").join().expect("rx");
+        (sent, received)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,340 @@
+//! The service with real traffic: `portguard run` in a namespace protecting a veth, with a
+//! peer sending steady traffic while the policy is reloaded, broken, and the daemon killed.
+//!
+//! The peer is both the RHV Manager and another RHV host of the site, so the RHV product file
+//! opens udp/6081 (H12, OVN tunnels) and tcp/54321 (H10) to it; tcp/22 (H1) depends on the
+//! `rhv-host-ssh` feature, which is what the reloads switch.
+
+use std::{
+    io::Write as _,
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    time::Duration,
+};
+
+use integration_tests::{
+    daemon::{Daemon, Stream},
+    net::Pair,
+    unique,
+};
+use portguard::daemon::links;
+
+const GENEVE: u16 = 6081;
+const VDSM: u16 = 54321;
+
+/// A site file for `pair`, in a directory of its own; `ssh` switches RHV-H1.
+fn site(pair: &Pair, ssh: bool) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("pg-site-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("site.toml");
+    write_site(&path, pair, ssh);
+    path
+}
+
+fn write_site(path: &PathBuf, pair: &Pair, ssh: bool) {
+    let disabled = if ssh { "" } else { "\"rhv-host-ssh\"" };
+    let text = format!(
+        r#"products = ["rhv"]
+features = ["ovn"]
+disabled_features = [{disabled}]
+mode = "enforce"
+
+[roles]
+"rhv.manager" = ["{a4}/32", "{a6}/128"]
+"rhv.host" = ["{a4}/32", "{a6}/128", "{b4}/32", "{b6}/128"]
+
+[failsafe]
+ssh_from = ["198.18.250.0/24"]
+
+[host]
+roles = ["rhv.host"]
+interfaces = ["{b_if}"]
+"#,
+        a4 = pair.a4,
+        a6 = pair.a6,
+        b4 = pair.b4,
+        b6 = pair.b6,
+        b_if = pair.b_if,
+    );
+    // Write and rename, as an editor or configuration management does.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A TCP listener in the protected namespace that accepts and closes.
+fn listen(pair: &Pair, port: u16) {
+    let addr = SocketAddr::new(pair.b4, port);
+    let l = pair.b.run(move || TcpListener::bind(addr).expect("bind"));
+    std::thread::spawn(move || for _ in l.incoming() {});
+}
+
+fn connects(pair: &Pair, port: u16) -> bool {
+    let to = SocketAddr::new(pair.b4, port);
+    pair.a.run(move || {
+        TcpStream::connect_timeout(&to, Duration::from_millis(800))
+            .and_then(|mut s| s.write_all(b"x"))
+            .is_ok()
+    })
+}
+
+fn reload(d: &Daemon) -> std::process::Output {
+    d.cli(&["reload", "--timeout", "60"])
+}
+
+#[test]
+fn reload_under_traffic_loses_nothing_and_applies_the_new_rule() {
+    let pair = Pair::new(61, 1500);
+    let site = site(&pair, false);
+    let d = Daemon::start(&pair.b, &site, &[]);
+    listen(&pair, 22);
+    assert!(!connects(&pair, 22), "H1 is disabled: tcp/22 must be closed");
+
+    let stream = Stream::start(
+        &pair.a,
+        &pair.b,
+        SocketAddr::new(pair.b4, GENEVE),
+        Duration::from_micros(500),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut versions = Vec::new();
+    for i in 0..6 {
+        write_site(&site, &pair, i % 2 == 0);
+        let out = reload(&d);
+        assert!(
+            out.status.success(),
+            "reload {i}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            d.log_text()
+        );
+        versions.push(d.state().unwrap()["policy_version"].clone());
+        if i % 2 == 0 {
+            assert!(connects(&pair, 22), "reload {i} enabled H1; {}", d.log_text());
+        } else {
+            assert!(!connects(&pair, 22), "reload {i} disabled H1");
+        }
+    }
+    let before = d.rule_packets("RHV-H12");
+    let (sent, received) = stream.finish();
+    assert!(sent > 1000, "too little traffic to mean anything: {sent}");
+    assert_eq!(
+        sent, received,
+        "datagrams of a flow both policies allow were lost across 6 reloads"
+    );
+    assert_ne!(versions[0], versions[1], "the reloads must switch policies");
+    // The counter of the unchanged rule kept counting across the switches.
+    assert!(
+        before >= received * 9 / 10,
+        "RHV-H12 counted {before} of {received}"
+    );
+}
+
+#[test]
+fn a_broken_policy_on_reload_changes_nothing() {
+    let pair = Pair::new(62, 1500);
+    let site = site(&pair, true);
+    let d = Daemon::start(&pair.b, &site, &[]);
+    listen(&pair, 22);
+    listen(&pair, VDSM);
+    let prog = links::pinned_program_id(&d.pins.0, &pair.b_if).unwrap();
+    let version = d.state().unwrap()["policy_version"].clone();
+
+    // A typo in a port: the whole reload is refused, with the file and line.
+    let text = std::fs::read_to_string(&site).unwrap();
+    std::fs::write(&site, text.replace("[failsafe]", "[params]\n\"rhv.ovn_sb_port\" = \"sixty\"\n[failsafe]")).unwrap();
+    let out = reload(&d);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a broken policy must fail the reload");
+    assert!(err.contains("site.toml:"), "error names the file and line: {err}");
+
+    assert_eq!(
+        links::pinned_program_id(&d.pins.0, &pair.b_if).unwrap(),
+        prog,
+        "the program in force must not change"
+    );
+    assert_eq!(d.state().unwrap()["policy_version"], version);
+    assert!(d.state().unwrap()["reload"]["error"].is_string());
+    assert!(connects(&pair, 22) && connects(&pair, VDSM));
+    assert!(!connects(&pair, 5999), "closed ports stay closed");
+}
+
+#[test]
+fn sigkill_keeps_enforcing_and_a_restart_adopts_without_a_gap() {
+    let pair = Pair::new(63, 1500);
+    let site = site(&pair, false);
+    let mut d = Daemon::start(&pair.b, &site, &[]);
+    listen(&pair, 22);
+    let prog = links::pinned_program_id(&d.pins.0, &pair.b_if).unwrap();
+    let stream = Stream::start(
+        &pair.a,
+        &pair.b,
+        SocketAddr::new(pair.b4, GENEVE),
+        Duration::from_micros(500),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!connects(&pair, 22), "enforcement must outlive the daemon");
+    let counted = d.rule_packets("RHV-H12");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        d.rule_packets("RHV-H12") > counted,
+        "the program keeps counting without the daemon"
+    );
+
+    d.restart();
+    assert!(
+        d.log_text().contains("adopted policy"),
+        "unchanged policy is adopted: {}",
+        d.log_text()
+    );
+    assert_eq!(
+        links::pinned_program_id(&d.pins.0, &pair.b_if).unwrap(),
+        prog,
+        "adoption must not replace the program"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let (sent, received) = stream.finish();
+    assert_eq!(sent, received, "no datagram lost across crash and restart");
+
+    // A restart with a changed policy replaces the program in place.
+    d.kill9();
+    write_site(&site, &pair, true);
+    d.restart();
+    assert_ne!(links::pinned_program_id(&d.pins.0, &pair.b_if).unwrap(), prog);
+    assert!(connects(&pair, 22));
+}
+
+#[test]
+fn status_counts_exactly_what_was_sent_and_detach_leaves_nothing() {
+    let pair = Pair::new(64, 1500);
+    let site = site(&pair, false);
+    let mut d = Daemon::start(&pair.b, &site, &[]);
+    let to = SocketAddr::new(pair.b4, GENEVE);
+    let rx = pair
+        .b
+        .run(move || std::net::UdpSocket::bind(to).expect("bind"));
+    let sent = pair.a.run(move || {
+        let tx = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for i in 0..137u32 {
+            tx.send_to(&i.to_be_bytes(), to).unwrap();
+        }
+        137u32
+    });
+    rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut got = 0;
+    let mut buf = [0u8; 8];
+    while got < sent && rx.recv(&mut buf).is_ok() {
+        got += 1;
+    }
+    assert_eq!(got, sent);
+    assert_eq!(d.rule_packets("RHV-H12"), u64::from(sent));
+    let status = d.status();
+    assert_eq!(status["interfaces"][0]["name"], pair.b_if.as_str());
+    assert!(status["daemon_pid"].is_u64());
+
+    // The readable form names the rules.
+    let text = String::from_utf8(d.cli(&["status"]).stdout).unwrap();
+    assert!(text.contains("RHV-H12") && text.contains(&pair.b_if), "{text}");
+
+    // status works without the daemon, from the pins.
+    d.stop();
+    assert_eq!(d.rule_packets("RHV-H12"), u64::from(sent));
+
+    let out = d.cli(&["detach"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!d.pins.0.exists(), "detach must remove every pin");
+    let link = pair.b.output(&["ip", "link", "show", &pair.b_if]);
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "detach must leave no XDP program on the interface"
+    );
+    // And traffic the policy refused flows again.
+    listen(&pair, 22);
+    assert!(connects(&pair, 22));
+}
+
+#[test]
+fn interfaces_that_appear_later_are_protected() {
+    let pair = Pair::new(65, 1500);
+    let site = site(&pair, false);
+    // The site names an interface that does not exist yet.
+    let late = unique("pgl");
+    let text = std::fs::read_to_string(&site)
+        .unwrap()
+        .replace(&format!("interfaces = [\"{}\"]", pair.b_if), &format!("interfaces = [\"{}\", \"{late}\"]", pair.b_if));
+    std::fs::write(&site, text).unwrap();
+    let d = Daemon::start(&pair.b, &site, &[]);
+    assert!(d.log_text().contains("no such interface yet"));
+    let late_peer = format!("{late}p");
+    pair.b.exec(&["ip", "link", "add", &late, "type", "veth", "peer", "name", &late_peer]);
+    pair.b.exec(&["ip", "link", "set", &late, "up"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !links::link_pin(&d.pins.0, &late).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{late} was not attached: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Removing it again drops the link and its pin.
+    pair.b.exec(&["ip", "link", "del", &late]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while links::link_pin(&d.pins.0, &late).exists() {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn metrics_endpoint_serves_rule_and_reason_counters() {
+    use std::io::Read as _;
+    let pair = Pair::new(66, 1500);
+    let site = site(&pair, false);
+    // The endpoint listens on the protected namespace's own loopback.
+    let d = Daemon::start(&pair.b, &site, &["--metrics", "127.0.0.1:9742"]);
+    assert!(!connects(&pair, 5999));
+    let body = pair.b.run(|| {
+        let mut s = TcpStream::connect("127.0.0.1:9742").expect("connect metrics");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(
+        body.contains("portguard_rule_packets_total{rule=\"RHV-H12\",product=\"rhv\""),
+        "{body}"
+    );
+    let dropped = body
+        .lines()
+        .find(|l| l.starts_with("portguard_reason_packets_total{reason=\"port-not-open\""))
+        .unwrap_or_else(|| panic!("no port-not-open line: {body}"));
+    let n: u64 = dropped.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 1, "the refused SYN is counted: {dropped}");
+    drop(d);
+}
+
+#[test]
+fn run_without_capabilities_names_what_is_missing_and_touches_nothing() {
+    let pins = std::path::Path::new("/sys/fs/bpf").join(unique("pg-cap-"));
+    let run = std::env::temp_dir().join(unique("pg-cap-"));
+    let out = std::process::Command::new("setpriv")
+        .args(["--bounding-set=-bpf,-sys_admin,-perfmon,-net_admin"])
+        .arg(integration_tests::daemon::binary())
+        .args(["run", "--site"])
+        .arg(integration_tests::daemon::policies_dir().join("examples/lab.toml"))
+        .arg("--pin-dir")
+        .arg(&pins)
+        .arg("--run-dir")
+        .arg(&run)
+        .output()
+        .expect("setpriv (util-linux) runs the daemon with capabilities removed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for cap in ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"] {
+        assert!(err.contains(cap), "{cap} not named: {err}");
+    }
+    assert!(!pins.exists() && !run.exists(), "nothing may be created");
+}
