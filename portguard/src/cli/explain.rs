@@ -3,14 +3,13 @@
 
 use std::{net::IpAddr, process::ExitCode};
 
-use portguard_common::{
-    classify::{Outcome, classify},
-    maps::LOCAL_UNICAST,
-    packet::{Family, Kind, L4Kind, Packet, ipproto, tcp_flags},
-    reference::RefEnv,
-};
+use portguard_common::classify::Outcome;
 
 use super::args::{HostArgs, PolicyArgs, ProtoArg};
+use crate::{
+    compile::flow::{Flow as FlowDesc, decide},
+    policy::Proto,
+};
 
 /// The flow to explain.
 pub(super) struct Flow {
@@ -23,17 +22,6 @@ pub(super) struct Flow {
     pub(super) icmp_code: u8,
 }
 
-fn wide(a: IpAddr) -> (Family, [u8; 16]) {
-    match a {
-        IpAddr::V4(v) => {
-            let mut w = [0u8; 16];
-            w[..4].copy_from_slice(&v.octets());
-            (Family::V4, w)
-        }
-        IpAddr::V6(v) => (Family::V6, v.octets()),
-    }
-}
-
 pub(super) fn run(
     args: &PolicyArgs,
     host: &HostArgs,
@@ -42,51 +30,33 @@ pub(super) fn run(
 ) -> anyhow::Result<ExitCode> {
     let policy = super::load_policy(args)?;
     let hp = super::host_policy(&policy, host, Some(f.dst))?;
-    let (family, src) = wide(f.src);
-    let (dfam, dst) = wide(f.dst);
     anyhow::ensure!(
-        family == dfam,
+        f.src.is_ipv4() == f.dst.is_ipv4(),
         "--src and --dst must be of the same address family"
     );
-    let mut packet = Packet {
-        kind: Kind::Ip,
-        family,
-        src,
-        dst,
-        dst_known: true,
-        ..Packet::EMPTY
+    let (proto, dport) = match f.proto {
+        ProtoArg::Icmp => (
+            if f.src.is_ipv4() {
+                Proto::Icmp
+            } else {
+                Proto::Icmpv6
+            },
+            u16::from(f.icmp_type.unwrap_or(8)) << 8 | u16::from(f.icmp_code),
+        ),
+        ProtoArg::Tcp => (Proto::Tcp, f.dport.unwrap_or(0)),
+        ProtoArg::Udp => (Proto::Udp, f.dport.unwrap_or(0)),
+        ProtoArg::Sctp => (Proto::Sctp, f.dport.unwrap_or(0)),
     };
-    match f.proto {
-        ProtoArg::Icmp => {
-            packet.proto = if family == Family::V4 {
-                ipproto::ICMP
-            } else {
-                ipproto::ICMPV6
-            };
-            packet.l4 = L4Kind::Icmp;
-            packet.icmp_type = f.icmp_type.unwrap_or(8);
-            packet.icmp_code = f.icmp_code;
-        }
-        p => {
-            packet.proto = match p {
-                ProtoArg::Tcp => ipproto::TCP,
-                ProtoArg::Udp => ipproto::UDP,
-                _ => ipproto::SCTP,
-            };
-            packet.l4 = L4Kind::Ports;
-            packet.sport = f.sport;
-            packet.dport = f.dport.unwrap_or(0);
-            // A new flow: a TCP SYN, so no reply or established state can explain it away.
-            packet.tcp_flags = if p == ProtoArg::Tcp {
-                tcp_flags::SYN
-            } else {
-                0
-            };
-        }
-    }
-    let mut env = RefEnv::new(&hp.tables);
-    env.local.insert((family, dst), LOCAL_UNICAST);
-    let outcome = classify(&env, &packet);
+    let outcome = decide(
+        &hp,
+        &FlowDesc {
+            src: f.src,
+            dst: f.dst,
+            proto,
+            sport: f.sport,
+            dport,
+        },
+    );
     let rule_of = |slot: u32| hp.rules.iter().find(|r| r.slot == slot);
     let (verdict, rule, reason) = match outcome {
         Outcome::Allow { slot } => ("allow", rule_of(slot), "allowed by rule".to_owned()),

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::policy::{Match, Mode, Origin, Policy, Proto};
 
+pub mod flow;
 pub mod tables;
 
 pub use tables::{TableError, TableRule};
@@ -161,7 +162,10 @@ fn config_for(policy: &Policy) -> Config {
     }
 }
 
-#[expect(clippy::similar_names, reason = "`roles` and `rules` are the domain's own words")]
+#[expect(
+    clippy::similar_names,
+    reason = "`roles` and `rules` are the domain's own words"
+)]
 /// Compile the rules that apply to a host playing `roles`. `slot_of` gives each rule id its
 /// counter slot (the daemon keeps them stable across reloads); `None` numbers rules in order.
 pub fn for_host(
