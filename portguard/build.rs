@@ -66,6 +66,14 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("manifest has no parent"))?;
+    // The program compiles portguard-common's classifier into itself: a change there must
+    // rebuild the object too (aya-build only watches the eBPF crate's own directory).
+    if let Some(workspace) = root.parent() {
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join("portguard-common").as_str()
+        );
+    }
     aya_build::build_ebpf(
         [Package {
             name: "portguard-ebpf",

@@ -66,6 +66,8 @@ pub struct AuditReport {
 pub struct Report {
     /// Pid of the daemon, when one is running.
     pub daemon_pid: Option<u32>,
+    /// When the counters come from the daemon's sample rather than the maps (RFC 3339).
+    pub snapshot_at: Option<String>,
     /// Site file in force.
     pub site: String,
     /// `enforce` or `audit`.
@@ -86,6 +88,8 @@ pub struct Report {
     pub audit: AuditReport,
     /// The last reload.
     pub reload: ReloadEntry,
+    /// The policy in force is on trial (`apply --confirm-within`).
+    pub trial: Option<crate::daemon::state::TrialEntry>,
 }
 
 /// RFC 3339 form of a Unix time in seconds.
@@ -117,9 +121,17 @@ pub fn build(
     let slots = state.as_ref().map_or(MAX_RULES, |s| {
         s.rules.iter().map(|r| r.slot + 1).max().unwrap_or(0)
     });
-    let sample = stats::read(pin_dir, slots)?;
-    let at_ms = now_ms();
     let saved = SavedSample::read(run_dir);
+    // Operators in the status group may read the run directory but not the maps: they get
+    // the daemon's latest sample (at most a few seconds old) instead.
+    let (sample, snapshot_ms) = match stats::read(pin_dir, slots) {
+        Ok(s) => (s, None),
+        Err(e) => match &saved {
+            Some(s) if is_permission(&e) => (s.to_sample(), Some(s.at_ms)),
+            _ => return Err(e),
+        },
+    };
+    let at_ms = snapshot_ms.unwrap_or_else(now_ms);
     let baseline = previous.cloned().or_else(|| {
         saved.as_ref().map(|s| Previous {
             at_ms: s.at_ms,
@@ -172,6 +184,7 @@ pub fn build(
     };
     let report = Report {
         daemon_pid: state.as_ref().and_then(|s| alive(s.pid)),
+        snapshot_at: snapshot_ms.and_then(|ms| rfc3339(ms / 1000)),
         site: state
             .as_ref()
             .map(|s| s.site.display().to_string())
@@ -194,6 +207,7 @@ pub fn build(
             suppressed: sample.audit.suppressed,
             lost: sample.audit.lost,
         },
+        trial: state.as_ref().and_then(|s| s.trial.clone()),
         reload: state.map(|s| s.reload).unwrap_or_default(),
     };
     let now = Previous {
@@ -216,6 +230,17 @@ fn reasons(sample: &Sample) -> Vec<ReasonReport> {
             }
         })
         .collect()
+}
+
+/// Whether `e` comes from being refused access (to bpffs or the bpf syscall).
+fn is_permission(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        let text = c.to_string();
+        text.contains("Permission denied")
+            || text.contains("Operation not permitted")
+            || c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    })
 }
 
 /// `pid` if a portguard process with that pid is alive.

@@ -88,7 +88,10 @@ fn reload_under_traffic_loses_nothing_and_applies_the_new_rule() {
     let site = site(&pair, false);
     let d = Daemon::start(&pair.b, &site, &[]);
     listen(&pair, 22);
-    assert!(!connects(&pair, 22), "H1 is disabled: tcp/22 must be closed");
+    assert!(
+        !connects(&pair, 22),
+        "H1 is disabled: tcp/22 must be closed"
+    );
 
     let stream = Stream::start(
         &pair.a,
@@ -109,7 +112,11 @@ fn reload_under_traffic_loses_nothing_and_applies_the_new_rule() {
         );
         versions.push(d.state().unwrap()["policy_version"].clone());
         if i % 2 == 0 {
-            assert!(connects(&pair, 22), "reload {i} enabled H1; {}", d.log_text());
+            assert!(
+                connects(&pair, 22),
+                "reload {i} enabled H1; {}",
+                d.log_text()
+            );
         } else {
             assert!(!connects(&pair, 22), "reload {i} disabled H1");
         }
@@ -141,11 +148,24 @@ fn a_broken_policy_on_reload_changes_nothing() {
 
     // A typo in a port: the whole reload is refused, with the file and line.
     let text = std::fs::read_to_string(&site).unwrap();
-    std::fs::write(&site, text.replace("[failsafe]", "[params]\n\"rhv.ovn_sb_port\" = \"sixty\"\n[failsafe]")).unwrap();
+    std::fs::write(
+        &site,
+        text.replace(
+            "[failsafe]",
+            "[params]\n\"rhv.ovn_sb_port\" = \"sixty\"\n[failsafe]",
+        ),
+    )
+    .unwrap();
     let out = reload(&d);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a broken policy must fail the reload");
-    assert!(err.contains("site.toml:"), "error names the file and line: {err}");
+    assert!(
+        !out.status.success(),
+        "a broken policy must fail the reload"
+    );
+    assert!(
+        err.contains("site.toml:"),
+        "error names the file and line: {err}"
+    );
 
     assert_eq!(
         links::pinned_program_id(&d.pins.0, &pair.b_if).unwrap(),
@@ -201,7 +221,10 @@ fn sigkill_keeps_enforcing_and_a_restart_adopts_without_a_gap() {
     d.kill9();
     write_site(&site, &pair, true);
     d.restart();
-    assert_ne!(links::pinned_program_id(&d.pins.0, &pair.b_if).unwrap(), prog);
+    assert_ne!(
+        links::pinned_program_id(&d.pins.0, &pair.b_if).unwrap(),
+        prog
+    );
     assert!(connects(&pair, 22));
 }
 
@@ -235,14 +258,21 @@ fn status_counts_exactly_what_was_sent_and_detach_leaves_nothing() {
 
     // The readable form names the rules.
     let text = String::from_utf8(d.cli(&["status"]).stdout).unwrap();
-    assert!(text.contains("RHV-H12") && text.contains(&pair.b_if), "{text}");
+    assert!(
+        text.contains("RHV-H12") && text.contains(&pair.b_if),
+        "{text}"
+    );
 
     // status works without the daemon, from the pins.
     d.stop();
     assert_eq!(d.rule_packets("RHV-H12"), u64::from(sent));
 
     let out = d.cli(&["detach"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!d.pins.0.exists(), "detach must remove every pin");
     let link = pair.b.output(&["ip", "link", "show", &pair.b_if]);
     assert!(
@@ -260,14 +290,17 @@ fn interfaces_that_appear_later_are_protected() {
     let site = site(&pair, false);
     // The site names an interface that does not exist yet.
     let late = unique("pgl");
-    let text = std::fs::read_to_string(&site)
-        .unwrap()
-        .replace(&format!("interfaces = [\"{}\"]", pair.b_if), &format!("interfaces = [\"{}\", \"{late}\"]", pair.b_if));
+    let text = std::fs::read_to_string(&site).unwrap().replace(
+        &format!("interfaces = [\"{}\"]", pair.b_if),
+        &format!("interfaces = [\"{}\", \"{late}\"]", pair.b_if),
+    );
     std::fs::write(&site, text).unwrap();
     let d = Daemon::start(&pair.b, &site, &[]);
     assert!(d.log_text().contains("no such interface yet"));
     let late_peer = format!("{late}p");
-    pair.b.exec(&["ip", "link", "add", &late, "type", "veth", "peer", "name", &late_peer]);
+    pair.b.exec(&[
+        "ip", "link", "add", &late, "type", "veth", "peer", "name", &late_peer,
+    ]);
     pair.b.exec(&["ip", "link", "set", &late, "up"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !links::link_pin(&d.pins.0, &late).exists() {
@@ -297,7 +330,8 @@ fn metrics_endpoint_serves_rule_and_reason_counters() {
     assert!(!connects(&pair, 5999));
     let body = pair.b.run(|| {
         let mut s = TcpStream::connect("127.0.0.1:9742").expect("connect metrics");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
@@ -337,4 +371,129 @@ fn run_without_capabilities_names_what_is_missing_and_touches_nothing() {
         assert!(err.contains(cap), "{cap} not named: {err}");
     }
     assert!(!pins.exists() && !run.exists(), "nothing may be created");
+}
+
+#[test]
+fn a_policy_on_trial_reverts_unless_confirmed() {
+    let pair = Pair::new(67, 1500);
+    let site = site(&pair, true);
+    let d = Daemon::start(&pair.b, &site, &[]);
+    listen(&pair, 22);
+    // The administrator works from the peer over tcp/22 (RHV-H1), not from the failsafe range.
+    assert!(connects(&pair, 22));
+    let confirmed = std::fs::read_to_string(&site).unwrap();
+
+    // A change that cuts the administrator off, applied on trial and never confirmed.
+    write_site(&site, &pair, false);
+    let out = d.cli(&["apply", "--confirm-within", "2s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.state().unwrap()["trial"].is_object());
+    assert!(!connects(&pair, 22), "the trial policy is in force");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !d.state().unwrap()["trial"].is_null() {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        connects(&pair, 22),
+        "access comes back without anyone acting"
+    );
+    assert_eq!(std::fs::read_to_string(&site).unwrap(), confirmed);
+    assert!(site.with_extension("toml.rejected").exists());
+    assert!(d.log_text().contains("not confirmed in time"));
+
+    // The same change, confirmed in time, stays.
+    write_site(&site, &pair, false);
+    let out = d.cli(&["apply", "--confirm-within", "30s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.cli(&["confirm"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.state().unwrap()["trial"].is_null());
+    assert!(!connects(&pair, 22));
+}
+
+#[test]
+fn status_and_audit_work_for_the_status_group_without_map_access() {
+    use std::os::unix::fs::PermissionsExt as _;
+    const GID: &str = "4242";
+    let pair = Pair::new(68, 1500);
+    let site = site(&pair, false);
+    let d = Daemon::start(&pair.b, &site, &["--status-group", GID]);
+    assert!(!connects(&pair, 5999));
+    // Wait for the daemon's first sample after the refused SYN (taken every 5 s).
+    std::thread::sleep(Duration::from_secs(6));
+    // The binary where an unprivileged user can run it.
+    let dir = std::env::temp_dir().join(unique("pg-bin-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("portguard-cli");
+    std::fs::copy(integration_tests::daemon::binary(), &bin).unwrap();
+    for p in [&dir, &bin] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let as_nobody = |groups: &str, verb: &[&str], state: bool| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                &format!("--groups={groups}"),
+            ])
+            .args(["--inh-caps=-all", "--bounding-set=-all"])
+            .arg(&bin)
+            .args(verb)
+            .args(if state { d.state_args() } else { Vec::new() })
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(GID, &["status", "--json"], true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(status["snapshot_at"].is_string(), "{status}");
+    let refused = status["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reason"] == "port-not-open")
+        .unwrap()["packets"]
+        .as_u64()
+        .unwrap();
+    assert!(refused >= 1, "{status}");
+    // The audit log of the refused SYN, once the daemon has shared it (with its next sample).
+    let log = d.audit_log().display().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = as_nobody(GID, &["audit", "--json", "--log", &log], false);
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("port-not-open") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "audit as a member of the group: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Without the group: nothing.
+    let out = as_nobody("65534", &["status", "--json"], true);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success(), "status must need the group");
+    // The maps themselves stay root's: the pin directory is 0700.
+    let mode = std::fs::metadata(&d.pins.0).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
 }

@@ -50,7 +50,8 @@ interfaces = ["{b_if}"]
 /// Send `n` datagrams from the peer to `to`; how many arrived at a socket bound there.
 fn udp(pair: &Pair, to: SocketAddr, n: u32) -> u32 {
     let rx = pair.b.run(move || UdpSocket::bind(to).expect("bind"));
-    rx.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     pair.a.run(move || {
         let tx = UdpSocket::bind(SocketAddr::new(
             if to.is_ipv4() {
@@ -74,10 +75,7 @@ fn udp(pair: &Pair, to: SocketAddr, n: u32) -> u32 {
 }
 
 /// Wait until the daemon's log has flow records matching `pred` (the window is 5 s).
-fn wait_records(
-    d: &Daemon,
-    pred: impl Fn(&[serde_json::Value]) -> bool,
-) -> Vec<serde_json::Value> {
+fn wait_records(d: &Daemon, pred: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let recs = d.audit_records();
@@ -160,8 +158,7 @@ fn a_flood_of_denied_packets_stays_bounded_and_accounted_for() {
     // yields a few hundred events at most, not 100,000.
     assert!(emitted < 5_000, "{emitted} events for a flood");
     let recs = wait_records(&d, |r| {
-        flows(r).iter().any(|f| f["dport"] == CLOSED)
-            && r.iter().any(|x| x["kind"] == "summary")
+        flows(r).iter().any(|f| f["dport"] == CLOSED) && r.iter().any(|x| x["kind"] == "summary")
     });
     let logged: u64 = flows(&recs)
         .iter()
@@ -173,9 +170,15 @@ fn a_flood_of_denied_packets_stays_bounded_and_accounted_for() {
         .filter(|x| x["kind"] == "summary")
         .map(|x| x["suppressed"].as_u64().unwrap())
         .sum();
-    assert!(summary_suppressed > 0, "the log must say events were suppressed");
+    assert!(
+        summary_suppressed > 0,
+        "the log must say events were suppressed"
+    );
     let growth = d.rss_kib().saturating_sub(rss_before);
-    assert!(growth < 32 * 1024, "daemon grew by {growth} KiB during a flood");
+    assert!(
+        growth < 32 * 1024,
+        "daemon grew by {growth} KiB during a flood"
+    );
 }
 
 #[test]

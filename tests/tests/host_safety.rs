@@ -84,7 +84,7 @@ impl Drop for SiteDir {
 /// then append `extra` rules (test ports) after them, the way a product's rules follow
 /// essentials. The real loader and compiler decide what essentials and failsafe contribute.
 fn compile(site: &str, roles: &[&str], extra: &[(&str, TableRule)]) -> Compiled {
-    let dir = SiteDir(std::env::temp_dir().join(unique("pg-site-")));
+    let dir = SiteDir(std::env::temp_dir().join(unique("pg-safety-site-")));
     std::fs::create_dir_all(&dir.0).expect("site dir");
     let path = dir.0.join("site.toml");
     std::fs::write(&path, site).expect("write site file");
@@ -460,6 +460,16 @@ fn sock(ip: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
+/// Poll `f` until it holds, for at most two seconds. Counters move when the receiving side's
+/// softirq has run, which may be just after the sending call returned; the assertion that
+/// follows says what was expected.
+fn eventually(mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() && start.elapsed() < Duration::from_secs(2) {
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Let the last packets of closed connections (FIN, ACK) cross the program before counters
 /// are read. Only ever delays a check; no assertion depends on how long anything took.
 fn settle() {
@@ -554,6 +564,7 @@ fn replies_and_unsolicited(mode: XdpMode, subnet: u8) {
         100,
         3,
     );
+    eventually(|| at.reason(Reason::PortNotOpen) >= before_udp + 3);
     assert_eq!(
         at.reason(Reason::PortNotOpen),
         before_udp + 3,
@@ -637,6 +648,7 @@ fn neighbours_recover(broadcast: &str, subnet: u8) {
         TcpServer::start(&pair.a, sock(pair.a6, 0)),
     ];
     for round in 0..2 {
+        let what = format!("{broadcast} round {round}");
         for ns in [&pair.a, &pair.b] {
             ns.exec(&["ip", "neigh", "flush", "all"]);
         }
@@ -644,14 +656,14 @@ fn neighbours_recover(broadcast: &str, subnet: u8) {
         // through the program), then the peer resolves the host.
         for srv in &peer {
             tcp_call(&pair.b, srv.addr, 10, 10)
-                .unwrap_or_else(|e| panic!("{broadcast} round {round}: host -> {}: {e}", srv.addr));
+                .unwrap_or_else(|e| panic!("{what}: host -> {}: {e}", srv.addr));
         }
         for ns in [&pair.a, &pair.b] {
             ns.exec(&["ip", "neigh", "flush", "all"]);
         }
         for srv in &host {
             tcp_call(&pair.a, srv.addr, 10, 10)
-                .unwrap_or_else(|e| panic!("{broadcast} round {round}: peer -> {}: {e}", srv.addr));
+                .unwrap_or_else(|e| panic!("{what}: peer -> {}: {e}", srv.addr));
         }
     }
     assert!(at.reason(Reason::Arp) >= 4, "{broadcast}: ARP passed");

@@ -6,7 +6,11 @@ use integration_tests::{daemon::binary, unique};
 
 #[test]
 fn unit_file_passes_systemd_analyze_verify() {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         // Not a skip in disguise: the unit cannot be checked without systemd's own parser, and
         // CI machines have it (this test then runs for real).
         eprintln!("systemd-analyze not installed: unit file not verified");

@@ -43,7 +43,11 @@ pub(crate) fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<(
     } else {
         prefix.join("lib/systemd/system")
     };
-    write(&root(&unit_dir.join("portguard.service")), unit.as_bytes(), 0o644)?;
+    write(
+        &root(&unit_dir.join("portguard.service")),
+        unit.as_bytes(),
+        0o644,
+    )?;
 
     for sub in ["", "examples"] {
         let from = workspace().join("policies").join(sub);
@@ -70,7 +74,10 @@ pub(crate) fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<(
     for (shell, path) in [
         ("bash", share.join("bash-completion/completions/portguard")),
         ("zsh", share.join("zsh/site-functions/_portguard")),
-        ("fish", share.join("fish/vendor_completions.d/portguard.fish")),
+        (
+            "fish",
+            share.join("fish/vendor_completions.d/portguard.fish"),
+        ),
     ] {
         write(&root(&path), &generate(&["completions", shell])?, 0o644)?;
     }
@@ -82,7 +89,9 @@ pub(crate) fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<(
     println!(
         "installed portguard under {}{}; next: write /etc/portguard/site.toml (examples in {}), \
          then `systemctl daemon-reload && systemctl enable --now portguard`",
-        destdir.map(|d| format!("{}/", d.display())).unwrap_or_default(),
+        destdir
+            .map(|d| format!("{}/", d.display()))
+            .unwrap_or_default(),
         prefix.display(),
         data.join("examples").display()
     );

@@ -150,6 +150,10 @@ pub enum Command {
         /// Write audit records here instead of the site's `[audit] path`.
         #[arg(long, value_name = "FILE")]
         audit_log: Option<PathBuf>,
+        /// Group (name or id) whose members may run `status` and `audit`: the state, counter
+        /// samples and audit log become readable to it; the maps stay root's.
+        #[arg(long, value_name = "GROUP")]
+        status_group: Option<String>,
     },
     /// Ask the running daemon to reload the site policy, and report the outcome.
     Reload {
@@ -159,6 +163,22 @@ pub enum Command {
         /// Seconds to wait for the daemon to answer.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+    },
+    /// Reload the site file on trial: it reverts to the current policy unless `portguard confirm`
+    /// follows in time (so a policy that cuts off the administrator undoes itself).
+    Apply {
+        /// Pins and state.
+        #[command(flatten)]
+        state: StateArgs,
+        /// Time to confirm, e.g. 60s, 5m.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration_secs)]
+        confirm_within: u64,
+    },
+    /// Keep the policy on trial.
+    Confirm {
+        /// Pins and state.
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Show what is in force: interfaces, policy, per-rule and per-reason counters.
     Status {
@@ -218,4 +238,23 @@ pub struct AuditArgs {
     /// Keep printing records as the daemon writes them, across rotations, until interrupted.
     #[arg(long, conflicts_with = "top")]
     pub follow: bool,
+}
+
+/// `90`, `90s`, `5m`, `1h` -> seconds.
+fn parse_duration_secs(text: &str) -> Result<u64, String> {
+    let (num, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |i| text.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a duration such as 60s or 5m"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("`{text}`: unit must be s, m or h")),
+    };
+    n.checked_mul(scale)
+        .filter(|s| *s > 0)
+        .ok_or_else(|| format!("`{text}`: must be at least 1s"))
 }

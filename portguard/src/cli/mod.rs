@@ -9,6 +9,7 @@ mod explain;
 mod reload;
 mod run;
 mod status;
+mod trial;
 
 use std::{io::Write as _, process::ExitCode};
 
@@ -78,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mode,
             metrics,
             audit_log,
+            status_group,
         } => run::run(
             &policy,
             &host,
@@ -87,9 +89,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 mode,
                 metrics,
                 audit_log,
+                status_group,
             },
         ),
         Command::Reload { state, timeout } => reload::run(&state, timeout),
+        Command::Apply {
+            state,
+            confirm_within,
+        } => trial::apply(&state, confirm_within),
+        Command::Confirm { state } => trial::confirm(&state),
         Command::Status { state, json, watch } => status::run(&state, json, watch),
         Command::Detach { state } => detach::run(&state),
         Command::Completions { shell } => {

@@ -60,7 +60,8 @@ pub(super) fn run(args: &StateArgs, timeout: u64) -> anyhow::Result<ExitCode> {
 pub(super) fn daemon_pid(state: &State) -> Option<i32> {
     let pid = i32::try_from(state.pid).ok().filter(|p| *p > 0)?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim().starts_with("portguard") && i32::try_from(std::process::id()) != Ok(pid)).then_some(pid)
+    (comm.trim().starts_with("portguard") && i32::try_from(std::process::id()) != Ok(pid))
+        .then_some(pid)
 }
 
 /// Send `sig` to `pid`.

@@ -11,6 +11,7 @@ pub(super) struct Extra {
     pub(super) mode: Option<ModeArg>,
     pub(super) metrics: Option<SocketAddr>,
     pub(super) audit_log: Option<PathBuf>,
+    pub(super) status_group: Option<String>,
 }
 
 pub(super) fn run(
@@ -24,7 +25,9 @@ pub(super) fn run(
         mode,
         metrics,
         audit_log,
+        status_group,
     } = extra;
+    let status_group = status_group.map(|g| group_id(&g)).transpose()?;
     daemon::run(daemon::Options {
         site: policy.site.clone(),
         policies: policy.policies.clone(),
@@ -38,6 +41,20 @@ pub(super) fn run(
         run_dir: state.run_dir.clone(),
         metrics,
         audit_log,
+        status_group,
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A group name or numeric id -> gid.
+fn group_id(name: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: getgrnam returns a pointer into static storage or null; read at once.
+    let entry = unsafe { libc::getgrnam(c.as_ptr()) };
+    anyhow::ensure!(!entry.is_null(), "--status-group: no group named `{name}`");
+    // SAFETY: non-null entry from getgrnam.
+    Ok(unsafe { (*entry).gr_gid })
 }

@@ -65,6 +65,14 @@ fn render(r: &Report) -> String {
             report::rfc3339(i.since).unwrap_or_default()
         );
     }
+    if let Some(t) = &r.trial {
+        let _ = writeln!(
+            out,
+            "ON TRIAL: reverts to policy {} at {} unless `portguard confirm`",
+            t.previous_version,
+            report::rfc3339(t.deadline).unwrap_or_default()
+        );
+    }
     if r.reload.count > 0 {
         let _ = writeln!(
             out,

@@ -79,7 +79,11 @@ pub fn render(pin_dir: &std::path::Path, run_dir: &std::path::Path) -> anyhow::R
             "Denied packets not reported by the audit rate limit",
             r.audit.suppressed,
         ),
-        ("audit_lost", "Audit events lost to a full ring buffer", r.audit.lost),
+        (
+            "audit_lost",
+            "Audit events lost to a full ring buffer",
+            r.audit.lost,
+        ),
     ] {
         let c = Counter::<u64>::default();
         c.inc_by(v);
@@ -112,7 +116,11 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serve `GET /metrics` until the task is dropped.
-pub async fn serve(listener: TcpListener, pin_dir: PathBuf, run_dir: PathBuf) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    pin_dir: PathBuf,
+    run_dir: PathBuf,
+) -> anyhow::Result<()> {
     loop {
         let (mut sock, _) = listener.accept().await?;
         let (pins, run) = (pin_dir.clone(), run_dir.clone());
@@ -148,7 +156,8 @@ pub async fn serve(listener: TcpListener, pin_dir: PathBuf, run_dir: PathBuf) ->
                     }
                 }
             } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_owned()
             };
             let _ = sock.write_all(response.as_bytes()).await;
         });

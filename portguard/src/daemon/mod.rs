@@ -30,6 +30,9 @@ use crate::{
 };
 use state::{IfaceEntry, RuleEntry, SavedSample, State};
 
+/// The site file as it was when its policy was last confirmed (put in force other than on
+/// trial), in the run directory: what a trial that is not confirmed puts back.
+const CONFIRMED_SITE: &str = "confirmed-site.toml";
 /// How often counters are sampled for rates and last-hit times.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// Changes reported by netlink arrive in bursts; wait this long for the burst to end.
@@ -57,6 +60,8 @@ pub struct Options {
     pub metrics: Option<std::net::SocketAddr>,
     /// Audit log path override (else the site's `[audit] path`).
     pub audit_log: Option<PathBuf>,
+    /// Group (id) that may read status and audit without access to the maps.
+    pub status_group: Option<u32>,
 }
 
 /// A policy compiled and ready to load, not yet in force.
@@ -78,6 +83,8 @@ struct Daemon {
     rule_ids: audit::RuleIds,
     /// Where audit records go, as the policy in force says.
     audit: Option<audit::AuditConfig>,
+    /// When the policy on trial reverts, if one is.
+    trial_deadline: Option<Instant>,
 }
 
 /// The audit reader task and how to stop it.
@@ -129,6 +136,9 @@ async fn serve(opts: Options) -> anyhow::Result<()> {
     system::ensure_pin_dir(&opts.pin_dir)?;
     std::fs::create_dir_all(&opts.run_dir)
         .with_context(|| format!("creating {}", opts.run_dir.display()))?;
+    if let Some(gid) = opts.status_group {
+        state::share_with(&opts.run_dir, gid, 0o750)?;
+    }
     let previous = match State::read(&opts.run_dir) {
         Ok(s) => s,
         Err(e) => {
@@ -140,17 +150,31 @@ async fn serve(opts: Options) -> anyhow::Result<()> {
     daemon
         .apply()
         .context("putting the policy in force (nothing was changed)")?;
+    // A trial survives a restart: its deadline still stands (else a crash would confirm it).
+    match daemon.state.trial.clone() {
+        Some(t) => {
+            let left = t.deadline.saturating_sub(state::now_secs());
+            daemon.trial_deadline = Some(Instant::now() + Duration::from_secs(left));
+            log::warn!(
+                "policy on trial: reverts to {} in {left} s unless confirmed",
+                t.previous_version
+            );
+        }
+        None => daemon.confirm(),
+    }
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     let watch = netwatch::NetWatch::new().context("subscribing to rtnetlink")?;
     let mut ticks = tokio::time::interval(SAMPLE_EVERY);
     // Enforcement does not depend on auditing: a log that cannot be written is an error in the
     // log, not a reason to leave the host unprotected.
-    let mut auditor = daemon
-        .audit
-        .clone()
-        .and_then(|cfg| AuditTask::start(&daemon, cfg).map_err(|e| log::error!("{e:#}")).ok());
+    let mut auditor = daemon.audit.clone().and_then(|cfg| {
+        AuditTask::start(&daemon, cfg)
+            .map_err(|e| log::error!("{e:#}"))
+            .ok()
+    });
     if let Some(addr) = daemon.opts.metrics {
         let (pins, run) = (daemon.opts.pin_dir.clone(), daemon.opts.run_dir.clone());
         let listener = metrics::bind(addr).await?;
@@ -166,7 +190,7 @@ async fn serve(opts: Options) -> anyhow::Result<()> {
         tokio::select! {
             _ = hup.recv() => {
                 system::notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", system::monotonic_usec()));
-                daemon.reload();
+                daemon.reload_or_trial();
                 // A reload may move the audit log: restart the reader on the new settings.
                 if daemon.audit.as_ref() != auditor.as_ref().map(|a| &a.config) {
                     if let Some(a) = auditor.take() {
@@ -181,6 +205,8 @@ async fn serve(opts: Options) -> anyhow::Result<()> {
                 }
                 system::notify("READY=1");
             }
+            _ = usr1.recv() => daemon.confirm(),
+            () = until(daemon.trial_deadline) => daemon.revert(),
             _ = term.recv() => break,
             _ = int.recv() => break,
             changed = watch.changed() => {
@@ -214,6 +240,7 @@ impl Daemon {
         state.rules.retain(|r| r.active);
         state.pid = std::process::id();
         state.reload = state::ReloadEntry::default();
+        state.status_group = opts.status_group;
         let last_sample = SavedSample::read(&opts.run_dir).unwrap_or_default();
         Daemon {
             opts,
@@ -222,6 +249,7 @@ impl Daemon {
             last_sample,
             rule_ids: audit::RuleIds::default(),
             audit: None,
+            trial_deadline: None,
         }
     }
 
@@ -410,7 +438,12 @@ impl Daemon {
         self.state.interfaces = interfaces;
         self.state.rules = rules;
         if let Ok(mut ids) = self.rule_ids.write() {
-            *ids = c.host.rules.iter().map(|r| (r.slot, r.id.clone())).collect();
+            *ids = c
+                .host
+                .rules
+                .iter()
+                .map(|r| (r.slot, r.id.clone()))
+                .collect();
         }
         let mut audit_cfg = audit::AuditConfig::from(&c.policy.audit);
         if let Some(p) = &self.opts.audit_log {
@@ -454,6 +487,97 @@ impl Daemon {
             }
         }
         self.write_state();
+    }
+
+    /// SIGHUP: a plain reload, or a trial if `portguard apply` left a request.
+    fn reload_or_trial(&mut self) {
+        let path = self.opts.run_dir.join(state::TRIAL_REQUEST);
+        let request: Option<state::TrialRequest> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let _ = std::fs::remove_file(&path);
+        let previous = self.state.policy_version.clone();
+        self.reload();
+        match request {
+            Some(r) if self.state.reload.error.is_none() => {
+                let secs = r.confirm_within.max(1);
+                self.trial_deadline = Some(Instant::now() + Duration::from_secs(secs));
+                self.state.trial = Some(state::TrialEntry {
+                    deadline: state::now_secs() + secs,
+                    previous_version: previous.clone(),
+                });
+                log::warn!(
+                    "policy {} on trial: it reverts to {previous} in {secs} s unless `portguard confirm`",
+                    self.state.policy_version
+                );
+                self.write_state();
+            }
+            Some(_) => {}
+            None => self.confirm(),
+        }
+    }
+
+    /// The policy in force is the one to keep: remember its site file for later trials.
+    fn confirm(&mut self) {
+        if self.trial_deadline.take().is_some() {
+            log::info!("policy {} confirmed", self.state.policy_version);
+        }
+        self.state.trial = None;
+        if let Ok(text) = std::fs::read(&self.opts.site) {
+            // Kept on disk too: a daemon restarted during a later trial must still find it.
+            let saved = std::fs::write(self.opts.run_dir.join(CONFIRMED_SITE), &text);
+            if let Err(e) = saved {
+                log::warn!("saving the confirmed site file: {e}");
+            }
+        }
+        self.write_state();
+    }
+
+    /// A trial ran out unconfirmed: put the confirmed site file back and apply it. The rejected
+    /// file is kept next to it for the administrator.
+    fn revert(&mut self) {
+        self.trial_deadline = None;
+        let Ok(text) = std::fs::read(self.opts.run_dir.join(CONFIRMED_SITE)) else {
+            log::error!("trial not confirmed, but no confirmed site file to go back to");
+            return;
+        };
+        let rejected = self.opts.site.with_extension("toml.rejected");
+        let _ = std::fs::copy(&self.opts.site, &rejected);
+        let tmp = self.opts.site.with_extension("toml.portguard-tmp");
+        let restored =
+            std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, &self.opts.site));
+        if let Err(e) = restored {
+            log::error!("restoring {}: {e}", self.opts.site.display());
+            return;
+        }
+        let trial = self.state.policy_version.clone();
+        self.reload();
+        self.state.trial = None;
+        let outcome = format!(
+            "trial policy {trial} not confirmed in time: reverted to {} (the trial file is saved as {})",
+            self.state.policy_version,
+            rejected.display()
+        );
+        log::warn!("{outcome}");
+        if self.state.reload.error.is_none() {
+            self.state.reload.error = Some(outcome);
+        }
+        self.write_state();
+    }
+
+    /// Let the status group read the audit log and its rotations (the writer creates files as
+    /// root; this runs with every sample, so new files are shared within seconds).
+    fn share_audit_log(&self, gid: u32) {
+        let Some(cfg) = &self.audit else { return };
+        if let Some(dir) = cfg.path.parent() {
+            let _ = state::share_with(dir, gid, 0o750);
+        }
+        for n in 0..=cfg.keep {
+            let p = audit::logfile::rotated(&cfg.path, n);
+            if p.exists() {
+                let _ = state::share_with(&p, gid, 0o640);
+            }
+        }
     }
 
     /// Interfaces or addresses changed: refresh the local addresses, attach to interfaces that
@@ -520,10 +644,26 @@ impl Daemon {
             packets: s.rules.iter().map(|c| c.packets).collect(),
             bytes: s.rules.iter().map(|c| c.bytes).collect(),
             last_hit,
+            reasons: s.reasons.iter().map(|c| (c.packets, c.bytes)).collect(),
+            audit: (s.audit.emitted, s.audit.suppressed, s.audit.lost),
         };
-        if let Err(e) = self.last_sample.write(&self.opts.run_dir) {
+        if let Some(gid) = self.state.status_group {
+            self.share_audit_log(gid);
+        }
+        if let Err(e) = self
+            .last_sample
+            .write(&self.opts.run_dir, self.state.status_group)
+        {
             log::warn!("writing the counter sample: {e:#}");
         }
+    }
+}
+
+/// Sleep until `deadline`, or forever without one (a `select!` arm that never fires).
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 

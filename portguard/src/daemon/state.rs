@@ -65,6 +65,25 @@ pub struct ReloadEntry {
     pub error: Option<String>,
 }
 
+/// A policy on trial (`portguard apply --confirm-within`): reverted unless confirmed in time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrialEntry {
+    /// Unix time (seconds) after which the previous policy comes back.
+    pub deadline: u64,
+    /// Version of the policy that comes back.
+    pub previous_version: String,
+}
+
+/// What `portguard apply` asks of the daemon, written to [`TRIAL_REQUEST`] before SIGHUP.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrialRequest {
+    /// Seconds the administrator has to confirm.
+    pub confirm_within: u64,
+}
+
+/// File name of a pending trial request in the run directory.
+pub const TRIAL_REQUEST: &str = "trial-request.json";
+
 /// Everything `status` and the next daemon need to know.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -86,6 +105,12 @@ pub struct State {
     pub rules: Vec<RuleEntry>,
     /// The last reload.
     pub reload: ReloadEntry,
+    /// The policy in force is on trial.
+    #[serde(default)]
+    pub trial: Option<TrialEntry>,
+    /// Group allowed to read the state, counter samples and audit log (`run --status-group`).
+    #[serde(default)]
+    pub status_group: Option<u32>,
 }
 
 impl State {
@@ -103,7 +128,7 @@ impl State {
 
     /// Replace the state in `run_dir` atomically.
     pub fn write(&self, run_dir: &Path) -> anyhow::Result<()> {
-        write_json(run_dir, STATE_FILE, self)
+        write_json_shared(run_dir, STATE_FILE, self, self.status_group)
     }
 
     /// Slot of every rule, active or not.
@@ -124,6 +149,13 @@ pub struct SavedSample {
     pub bytes: Vec<u64>,
     /// Unix time (seconds) at which each slot's packets were last seen to grow, 0 = never.
     pub last_hit: Vec<u64>,
+    /// Packets and bytes per reason, so `status` works from the sample alone for users who
+    /// may read the run directory but not the maps.
+    #[serde(default)]
+    pub reasons: Vec<(u64, u64)>,
+    /// Audit events emitted, suppressed, lost.
+    #[serde(default)]
+    pub audit: (u64, u64, u64),
 }
 
 impl SavedSample {
@@ -134,13 +166,55 @@ impl SavedSample {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Replace the sample atomically.
-    pub fn write(&self, run_dir: &Path) -> anyhow::Result<()> {
-        write_json(run_dir, SAMPLE_FILE, self)
+    /// Replace the sample atomically, readable by `group` if given.
+    pub fn write(&self, run_dir: &Path, group: Option<u32>) -> anyhow::Result<()> {
+        write_json_shared(run_dir, SAMPLE_FILE, self, group)
+    }
+
+    /// The sample as a [`crate::stats::Sample`], for `status` without access to the maps.
+    #[must_use]
+    pub fn to_sample(&self) -> crate::stats::Sample {
+        use portguard_common::maps::Counters;
+        crate::stats::Sample {
+            rules: self
+                .packets
+                .iter()
+                .zip(&self.bytes)
+                .map(|(p, b)| Counters {
+                    packets: *p,
+                    bytes: *b,
+                })
+                .collect(),
+            reasons: self
+                .reasons
+                .iter()
+                .map(|(p, b)| Counters {
+                    packets: *p,
+                    bytes: *b,
+                })
+                .collect(),
+            audit: portguard_common::event::AuditState {
+                emitted: self.audit.0,
+                suppressed: self.audit.1,
+                lost: self.audit.2,
+                ..Default::default()
+            },
+        }
     }
 }
 
-fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> anyhow::Result<()> {
+/// Write `value` as JSON to `dir/name`, atomically.
+pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> anyhow::Result<()> {
+    write_json_shared(dir, name, value, None)
+}
+
+/// Like [`write_json`], readable by `group` (mode 0640, group owner) when one is given.
+pub fn write_json_shared<T: Serialize>(
+    dir: &Path,
+    name: &str,
+    value: &T,
+    group: Option<u32>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -149,6 +223,9 @@ fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> anyhow::Result
     serde_json::to_writer_pretty(&mut f, value)?;
     f.write_all(b"\n")?;
     f.sync_all()?;
+    if let Some(gid) = group {
+        share_with(&tmp, gid, 0o640)?;
+    }
     std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
 }
 
@@ -166,4 +243,14 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Give `path` to group `gid` with `mode`: how `status` and `audit` become readable by a group
+/// of operators while the maps stay root's.
+pub fn share_with(path: &Path, gid: u32, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::os::unix::fs::chown(path, Some(0), Some(gid))
+        .with_context(|| format!("chown {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))
 }

@@ -260,7 +260,9 @@ pub(crate) fn slot_of(hp: &HostPolicy, id: &str) -> u32 {
 pub(crate) fn rhv_scenario(hp: &HostPolicy) -> Scenario {
     Scenario {
         allow4: [198, 18, 1, 10],
-        allow6: [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10],
+        allow6: [
+            0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ],
         deny4: [198, 18, 4, 20],
         tcp: (54321, slot_of(hp, "RHV-H10")),
         udp: ([198, 18, 2, 5], 6081, slot_of(hp, "RHV-H12")),
@@ -359,7 +361,11 @@ pub(crate) fn run(root: &Path) -> Report {
          connection 198.18.2.1:{{ephemeral}} ↔ 198.18.7.99:2049; the ACK-without-connection \
          case is the same lookup missing (what an ACK scan costs).\n",
         allowed.ratio,
-        if allowed.ratio <= 1.5 { "met" } else { "not met" },
+        if allowed.ratio <= 1.5 {
+            "met"
+        } else {
+            "not met"
+        },
         worst_allowed
     ));
     let json = serde_json::json!({

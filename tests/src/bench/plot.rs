@@ -107,7 +107,11 @@ pub(crate) fn svg(points: &[Point], caption: &str) -> String {
                 .iter()
                 .map(|p| format!("{:.1},{:.1}", x(p.size), y(value(p, key))))
                 .collect();
-            let dash = if dashed { r#" stroke-dasharray="4 3""# } else { "" };
+            let dash = if dashed {
+                r#" stroke-dasharray="4 3""#
+            } else {
+                ""
+            };
             let _ = write!(
                 s,
                 r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>"#,
@@ -115,7 +119,10 @@ pub(crate) fn svg(points: &[Point], caption: &str) -> String {
             );
             for pt in &path {
                 let (px, py) = pt.split_once(',').expect("x,y");
-                let _ = write!(s, r#"<circle cx="{px}" cy="{py}" r="2.5" fill="{colour}"/>"#);
+                let _ = write!(
+                    s,
+                    r#"<circle cx="{px}" cy="{py}" r="2.5" fill="{colour}"/>"#
+                );
             }
         }
     }

@@ -110,7 +110,9 @@ fn v6_prefixes(rng: &mut StdRng, n: usize) -> Vec<IpNet> {
     while out.len() < n {
         let len: u8 = rng.random_range(48..=128);
         let addr = base | (rng.random::<u128>() >> 33);
-        let net = Ipv6Net::new(addr.into(), len).expect("valid length").trunc();
+        let net = Ipv6Net::new(addr.into(), len)
+            .expect("valid length")
+            .trunc();
         if seen.insert(net) {
             out.push(IpNet::V6(net));
         }
@@ -173,10 +175,7 @@ fn map_memory(dp: &mut Datapath) -> Vec<(String, u64)> {
                 _ => return None,
             };
             let fd = data.fd().as_fd().as_raw_fd();
-            Some((
-                name.to_owned(),
-                sys::map_memlock(fd).expect("map fdinfo"),
-            ))
+            Some((name.to_owned(), sys::map_memlock(fd).expect("map fdinfo")))
         })
         .collect()
 }
@@ -332,7 +331,10 @@ pub(crate) fn run(root: &Path) -> (Report, Vec<Point>) {
                 r.size.sweep.to_owned(),
                 r.size.rules.to_string(),
                 (r.v4 + r.v6).to_string(),
-                format!("{:.1}", probe::median(&r.cases.iter().map(|m| m.noop_ns).collect::<Vec<_>>())),
+                format!(
+                    "{:.1}",
+                    probe::median(&r.cases.iter().map(|m| m.noop_ns).collect::<Vec<_>>())
+                ),
             ];
             v.extend(
                 r.cases

@@ -103,7 +103,9 @@ impl Receiver {
             Receiver::XdpPass => "`portguard_noop` (XDP_PASS): the limit",
             Receiver::NftIngress => "nftables, inet ingress hook on the veth, same rules",
             Receiver::NftInput => "nftables, inet input hook, same rules",
-            Receiver::NftInputCt => "nftables, input hook + `ct state established,related accept` (firewalld-style)",
+            Receiver::NftInputCt => {
+                "nftables, input hook + `ct state established,related accept` (firewalld-style)"
+            }
         }
     }
 
@@ -181,10 +183,18 @@ fn nft_rules(rules: &[HostRule]) -> Vec<String> {
             if srcs.is_empty() {
                 continue;
             }
-            let from = if r.sources.iter().any(|n| n.prefix_len() == 0 && matches!(n, IpNet::V4(_)) == v4) {
+            let from = if r
+                .sources
+                .iter()
+                .any(|n| n.prefix_len() == 0 && matches!(n, IpNet::V4(_)) == v4)
+            {
                 format!("meta nfproto {}", if v4 { "ipv4" } else { "ipv6" })
             } else {
-                format!("{} saddr {{ {} }}", if v4 { "ip" } else { "ip6" }, srcs.join(", "))
+                format!(
+                    "{} saddr {{ {} }}",
+                    if v4 { "ip" } else { "ip6" },
+                    srcs.join(", ")
+                )
             };
             for p in &r.protos {
                 let what = match (p, &r.matches) {
@@ -206,9 +216,7 @@ fn nft_rules(rules: &[HostRule]) -> Vec<String> {
                         };
                         format!("{l4} dport {{ {} }}", ports.join(", "))
                     }
-                    (Proto::Icmp, Match::Icmp { types, code }) if v4 => {
-                        icmp("icmp", types, *code)
-                    }
+                    (Proto::Icmp, Match::Icmp { types, code }) if v4 => icmp("icmp", types, *code),
                     (Proto::Icmpv6, Match::Icmp { types, code }) if !v4 => {
                         icmp("icmpv6", types, *code)
                     }
@@ -242,7 +250,9 @@ fn icmp(kw: &str, types: &[std::ops::RangeInclusive<u8>], code: Option<u8>) -> S
 /// The whole ruleset for one nftables receiver.
 fn nft_ruleset(r: Receiver, dev: &str, rules: &[String]) -> String {
     let hook = match r {
-        Receiver::NftIngress => format!("type filter hook ingress device \"{dev}\" priority filter;"),
+        Receiver::NftIngress => {
+            format!("type filter hook ingress device \"{dev}\" priority filter;")
+        }
         _ => "type filter hook input priority filter;".to_owned(),
     };
     let mut s = format!("table inet pgbench {{\n  chain c {{\n    {hook} policy accept;\n");
@@ -360,6 +370,7 @@ struct Sample {
 struct Generator {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
+    tid: Arc<std::sync::atomic::AtomicI32>,
     handle: thread::JoinHandle<std::io::Result<()>>,
 }
 
@@ -367,8 +378,11 @@ impl Generator {
     fn start(ns_path: String, prog: Arc<OwnedFd>, frame: Vec<u8>, ifindex: u32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
-        let (s, n) = (stop.clone(), sent.clone());
+        let tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let (s, n, t) = (stop.clone(), sent.clone(), tid.clone());
         let handle = thread::spawn(move || {
+            // SAFETY: plain syscall.
+            t.store(unsafe { libc::gettid() }, Ordering::Relaxed);
             enter(&ns_path);
             let _ = sys::pin_to_cpu(0, 0);
             let _ = sys::set_nice(0, NICE);
@@ -378,7 +392,12 @@ impl Generator {
             }
             Ok(())
         });
-        Generator { stop, sent, handle }
+        Generator {
+            stop,
+            sent,
+            tid,
+            handle,
+        }
     }
 
     fn finish(self) {
@@ -419,7 +438,11 @@ impl Rig {
                 Some((name, id))
             }
             _ => {
-                nft(&self.b_ns, &["-f", "-"], &nft_ruleset(r, &self.b_if, &self.nft_rules));
+                nft(
+                    &self.b_ns,
+                    &["-f", "-"],
+                    &nft_ruleset(r, &self.b_if, &self.nft_rules),
+                );
                 None
             }
         };
@@ -447,7 +470,7 @@ impl Rig {
         let snap = |dp: &Datapath| {
             let at = Instant::now();
             let (rx, lost) = dev_stats(&self.b_if);
-            let cpu = self.napi.map_or(0, run_ns);
+            let cpu = run_ns(self.napi.unwrap_or(generator.tid.load(Ordering::Relaxed)));
             let sent = generator.sent.load(Ordering::Relaxed);
             (at, rx, lost, cpu, sent, counted(dp))
         };
@@ -479,8 +502,8 @@ impl Rig {
             pps: rx / dt,
             offered: (s1.4 - s0.4) as f64 / dt,
             lost: (s1.2 - s0.2) as f64 / dt,
-            cpu_ns: if self.napi.is_some() { cpu / rx } else { f64::NAN },
-            busy: if self.napi.is_some() { cpu / 1e9 / dt } else { f64::NAN },
+            cpu_ns: cpu / rx,
+            busy: cpu / 1e9 / dt,
             accounted,
         }
     }
@@ -498,11 +521,19 @@ fn setup_receiver(pair: &Pair) -> Option<i32> {
     let b = &pair.b;
     let dev = &pair.b_if;
     b.exec(&["sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=0"]);
-    b.exec(&["sysctl", "-q", "-w", &format!("net.ipv4.conf.{dev}.rp_filter=0")]);
+    b.exec(&[
+        "sysctl",
+        "-q",
+        "-w",
+        &format!("net.ipv4.conf.{dev}.rp_filter=0"),
+    ]);
     // GRO gives the veth a NAPI context even with no XDP program, so the nftables runs receive
     // the generator's frames the same way; threaded NAPI moves that context into a kernel
     // thread that can be pinned and timed.
     b.exec(&["ethtool", "-K", dev, "gro", "on"]);
+    if std::env::var_os("PGBENCH_SOFTIRQ").is_some() {
+        return None;
+    }
     let threaded = b.output(&[
         "sh",
         "-c",
@@ -516,7 +547,9 @@ fn setup_receiver(pair: &Pair) -> Option<i32> {
         return None;
     }
     let Some(pid) = napi_thread(dev) else {
-        eprintln!("portguard-bench: no single NAPI thread of {dev} found; receiver CPU not measured");
+        eprintln!(
+            "portguard-bench: no single NAPI thread of {dev} found; receiver CPU not measured"
+        );
         return None;
     };
     if thread::available_parallelism().map_or(1, usize::from) >= 2 {
@@ -527,7 +560,9 @@ fn setup_receiver(pair: &Pair) -> Option<i32> {
 }
 
 fn mac_of(pair: &Pair) -> [u8; 6] {
-    let out = pair.b.output(&["ip", "-j", "link", "show", "dev", &pair.b_if]);
+    let out = pair
+        .b
+        .output(&["ip", "-j", "link", "show", "dev", &pair.b_if]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
     let s = v[0]["address"].as_str().expect("address");
     let mut mac = [0u8; 6];
@@ -546,7 +581,10 @@ fn mpps(x: f64) -> String {
     format!("{:.3}", x / 1e6)
 }
 
-#[expect(clippy::too_many_lines, reason = "one linear script: set up, measure, tabulate")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one linear script: set up, measure, tabulate"
+)]
 pub(crate) fn run(root: &Path) -> Report {
     let hp = rhv_policy(root);
     let pair = Pair::new(SUBNET, 1500);
@@ -621,7 +659,8 @@ pub(crate) fn run(root: &Path) -> Report {
     let results: Vec<Result> = pair.b.run(move || {
         let pins = PinDir::new();
         let mut dp = Datapath::load(&tables, &pins.0).expect("load the XDP program");
-        dp.set_local_addrs(&[b4ip, b6ip], &[]).expect("local addresses");
+        dp.set_local_addrs(&[b4ip, b6ip], &[])
+            .expect("local addresses");
         for p in [PROGRAM, DROP_PROGRAM, NOOP_PROGRAM] {
             dp.load_program(p).expect("load program");
         }
@@ -710,7 +749,14 @@ pub(crate) fn run(root: &Path) -> Report {
             .iter()
             .filter(|x| x.traffic == t)
             .map(|x| {
-                let limit = find(t, if t == "drop" { Receiver::XdpDrop } else { Receiver::XdpPass });
+                let limit = find(
+                    t,
+                    if t == "drop" {
+                        Receiver::XdpDrop
+                    } else {
+                        Receiver::XdpPass
+                    },
+                );
                 vec![
                     x.receiver.label().to_owned(),
                     mpps(x.s.pps),
@@ -720,7 +766,11 @@ pub(crate) fn run(root: &Path) -> Report {
                     mpps(x.s.offered),
                     mpps(x.s.lost),
                     na(x.s.accounted, format!("{:.3}", x.s.accounted)),
-                    x.pps_rounds.iter().map(|p| mpps(*p)).collect::<Vec<_>>().join(" / "),
+                    x.pps_rounds
+                        .iter()
+                        .map(|p| mpps(*p))
+                        .collect::<Vec<_>>()
+                        .join(" / "),
                 ]
             })
             .collect();
@@ -742,7 +792,11 @@ pub(crate) fn run(root: &Path) -> Report {
     }
     let pg = find("drop", Receiver::Portguard);
     let lim = find("drop", Receiver::XdpDrop);
-    let nfts = [Receiver::NftIngress, Receiver::NftInput, Receiver::NftInputCt];
+    let nfts = [
+        Receiver::NftIngress,
+        Receiver::NftInput,
+        Receiver::NftInputCt,
+    ];
     let best_nft = nfts
         .iter()
         .map(|r| find("drop", *r))

@@ -44,7 +44,10 @@ fn main() -> ExitCode {
     let write = |r: &bench::report::Report| {
         r.write(&out, &machine)
             .unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
-        println!("{}", std::fs::read_to_string(out.join(format!("{}.md", r.name))).unwrap_or_default());
+        println!(
+            "{}",
+            std::fs::read_to_string(out.join(format!("{}.md", r.name))).unwrap_or_default()
+        );
     };
     if all || which == "datapath" {
         step("datapath");

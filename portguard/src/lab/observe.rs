@@ -1,0 +1,107 @@
+//! What the datapath counted for one flow: the pinned counters read just before and just after
+//! it (flows run one at a time), the difference named by rule id and reason.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use portguard_common::reason::Reason;
+use serde::Serialize;
+
+use super::expect::Counter;
+use crate::{
+    daemon::state::State,
+    stats::{self, Sample},
+};
+
+/// Reasons that count background traffic of any network (ARP, multicast such as MLD reports
+/// and router solicitations, other ethertypes), never a flow of the lab: not reported per flow.
+const BACKGROUND: [Reason; 3] = [Reason::Arp, Reason::BroadcastPassed, Reason::NonIpPassed];
+
+/// One counter that moved during a flow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Moved {
+    /// Which counter.
+    pub counter: Counter,
+    /// By how many packets.
+    pub packets: u64,
+}
+
+/// Reads the daemon's pinned counters, naming slots with the rule ids of its state file.
+#[derive(Debug)]
+pub struct Observer {
+    pin_dir: PathBuf,
+    ids: BTreeMap<u32, String>,
+    slots: u32,
+    settle: Duration,
+}
+
+impl Observer {
+    /// An observer of the daemon whose state is in `run_dir` and pins in `pin_dir`. `settle` is
+    /// how long to wait after a flow for its last packets (a final ACK) to be counted.
+    pub fn new(pin_dir: PathBuf, run_dir: &std::path::Path, settle: Duration) -> anyhow::Result<Self> {
+        let state = State::read(run_dir)?
+            .with_context(|| format!("no daemon state in {}", run_dir.display()))?;
+        let ids: BTreeMap<u32, String> = state
+            .rules
+            .iter()
+            .filter(|r| r.active)
+            .map(|r| (r.slot, r.id.clone()))
+            .collect();
+        let slots = ids.keys().next_back().map_or(0, |s| s + 1);
+        Ok(Observer {
+            pin_dir,
+            ids,
+            slots,
+            settle,
+        })
+    }
+
+    /// The counters now.
+    pub fn sample(&self) -> anyhow::Result<Sample> {
+        stats::read(&self.pin_dir, self.slots)
+    }
+
+    /// Run `flow` and report the counters it moved.
+    pub fn measure<T>(
+        &self,
+        flow: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<(T, Vec<Moved>)> {
+        let before = self.sample()?;
+        let out = flow()?;
+        std::thread::sleep(self.settle);
+        let after = self.sample()?;
+        Ok((out, self.moved(&before, &after)))
+    }
+
+    /// The counters that differ between two samples, rules first.
+    #[must_use]
+    pub fn moved(&self, before: &Sample, after: &Sample) -> Vec<Moved> {
+        let mut out = Vec::new();
+        for (slot, id) in &self.ids {
+            let at = |s: &Sample| s.rules.get(*slot as usize).map_or(0, |c| c.packets);
+            let d = at(after).saturating_sub(at(before));
+            if d > 0 {
+                out.push(Moved {
+                    counter: Counter::Rule(id.clone()),
+                    packets: d,
+                });
+            }
+        }
+        for r in Reason::ALL {
+            if BACKGROUND.contains(&r) {
+                continue;
+            }
+            let d = after
+                .reason(r)
+                .packets
+                .saturating_sub(before.reason(r).packets);
+            if d > 0 {
+                out.push(Moved {
+                    counter: Counter::Reason(r.name()),
+                    packets: d,
+                });
+            }
+        }
+        out
+    }
+}
