@@ -22,7 +22,7 @@ pub struct Config {
     /// Token bucket depth: events a CPU may emit in a burst.
     pub audit_burst: u32,
     /// Explicit padding so the struct has no implicit padding bytes.
-    pub _pad: u32,
+    pub pad: u32,
 }
 
 /// Enforce: denied packets are dropped.

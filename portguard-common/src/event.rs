@@ -4,7 +4,7 @@
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Event {
-    /// `bpf_ktime_get_ns` at the decision (CLOCK_MONOTONIC).
+    /// `bpf_ktime_get_ns` at the decision (`CLOCK_MONOTONIC`).
     pub time_ns: u64,
     /// Source address (IPv4 in the first 4 bytes).
     pub src: [u8; 16],
@@ -33,7 +33,7 @@ pub struct Event {
     /// 1 when the policy is in audit mode and the packet was passed.
     pub would_deny: u8,
     /// Explicit padding.
-    pub _pad: [u8; 6],
+    pub pad: [u8; 6],
 }
 
 /// Per-CPU audit rate limiter and loss accounting, in the `AUDIT_STATE` per-CPU array.

@@ -55,7 +55,7 @@ pub const SLOT_UDP: u32 = 1;
 pub const SLOT_SCTP: u32 = 2;
 /// Slot of ICMP (IPv4) in `PORTS`.
 pub const SLOT_ICMP: u32 = 3;
-/// Slot of ICMPv6 in `PORTS`.
+/// Slot of `ICMPv6` in `PORTS`.
 pub const SLOT_ICMPV6: u32 = 4;
 
 /// Value in `LOCAL_V4`/`LOCAL_V6`: a unicast address of this host.
@@ -88,7 +88,7 @@ pub struct FragKey {
     /// 4 or 6.
     pub family: u8,
     /// Explicit padding.
-    pub _pad: [u8; 2],
+    pub pad: [u8; 2],
 }
 
 const _: () = assert!(size_of::<Counters>() == 16);

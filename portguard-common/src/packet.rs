@@ -2,7 +2,7 @@
 
 /// How deep the parsers follow header chains. Anything deeper is [`Kind::TooDeep`].
 pub mod limits {
-    /// 802.1Q / 802.1ad tags followed (QinQ = 2).
+    /// 802.1Q / 802.1ad tags followed (`QinQ` = 2).
     pub const MAX_VLAN_TAGS: usize = 2;
     /// IPv6 extension headers followed before the upper-layer header.
     pub const MAX_IPV6_EXT: usize = 6;
@@ -11,7 +11,7 @@ pub mod limits {
     pub const MAX_HDR_OFFSET: usize = 512;
 }
 
-/// EtherType values the parsers recognise.
+/// `EtherType` values the parsers recognise.
 pub mod ethertype {
     /// IPv4.
     pub const IPV4: u16 = 0x0800;
@@ -21,7 +21,7 @@ pub mod ethertype {
     pub const IPV6: u16 = 0x86DD;
     /// 802.1Q VLAN tag.
     pub const VLAN: u16 = 0x8100;
-    /// 802.1ad service tag (QinQ outer).
+    /// 802.1ad service tag (`QinQ` outer).
     pub const QINQ: u16 = 0x88A8;
 }
 
@@ -39,7 +39,7 @@ pub mod ipproto {
     pub const ROUTING: u8 = 43;
     /// IPv6 fragment header.
     pub const FRAGMENT: u8 = 44;
-    /// ICMPv6.
+    /// `ICMPv6`.
     pub const ICMPV6: u8 = 58;
     /// IPv6 destination options.
     pub const DSTOPTS: u8 = 60;
@@ -119,7 +119,7 @@ pub enum L4Kind {
     None = 0,
     /// TCP, UDP or SCTP: `sport`, `dport`, `tcp_flags`.
     Ports = 1,
-    /// ICMP or ICMPv6: `icmp_type`, `icmp_code`, and the `quote` of errors.
+    /// ICMP or `ICMPv6`: `icmp_type`, `icmp_code`, and the `quote` of errors.
     Icmp = 2,
     /// A protocol the policy cannot open (no ports to judge).
     Other = 3,

@@ -88,9 +88,9 @@ fn mask(addr: &[u8; 16], len: u8) -> [u8; 16] {
     out
 }
 
-fn widen(v4: &[u8; 4]) -> [u8; 16] {
+fn widen(v4: [u8; 4]) -> [u8; 16] {
     let mut out = [0u8; 16];
-    out[..4].copy_from_slice(v4);
+    out[..4].copy_from_slice(&v4);
     out
 }
 
@@ -100,7 +100,7 @@ impl<'a> RefEnv<'a> {
     pub fn new(tables: &'a Tables) -> Self {
         let mut lpm = [HashMap::new(), HashMap::new()];
         for (p, len, class) in &tables.src_v4 {
-            lpm[0].insert((*len, mask(&widen(p), *len)), *class);
+            lpm[0].insert((*len, mask(&widen(*p), *len)), *class);
         }
         for (p, len, class) in &tables.src_v6 {
             lpm[1].insert((*len, mask(p, *len)), *class);
@@ -236,7 +236,7 @@ pub fn parse(f: &[u8]) -> Packet {
     p
 }
 
-/// Leaves `p.kind` Malformed (or sets TooDeep) on failure; `Kind::Ip` on success.
+/// Leaves `p.kind` `Malformed` (or sets `TooDeep`) on failure; `Kind::Ip` on success.
 fn parse_v4(f: &[u8], off: usize, p: &mut Packet) {
     if f.len() < off + 20 || f[off] >> 4 != 4 {
         return;

@@ -112,7 +112,7 @@ fn report(ctx: &XdpContext, env: &XdpEnv<'_>, parsed: &Packet, outcome: &Outcome
     ev.sport = 0;
     ev.dport = 0;
     ev.tcp_flags = 0;
-    ev._pad = [0; 6];
+    ev.pad = [0; 6];
     if parsed.kind == Kind::Ip {
         let p = parsed;
         ev.src = p.src;

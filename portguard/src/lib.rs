@@ -6,6 +6,7 @@ pub mod compile;
 pub mod daemon;
 pub mod ebpf;
 pub mod host;
+pub mod lab;
 pub mod paths;
 pub mod policy;
 pub mod report;

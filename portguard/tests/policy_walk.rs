@@ -23,7 +23,7 @@ fn policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
 }
 
-/// An address no example site maps to a role (198.19.255.0/24 and 2001:db8:ffff::/48).
+/// An address no example site maps to a role (198.19.255.0/24 and `2001:db8:ffff::/48`).
 fn outsider(v4: bool) -> IpAddr {
     if v4 {
         "198.19.255.254".parse().unwrap()

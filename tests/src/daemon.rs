@@ -2,7 +2,8 @@
 //! steady traffic to measure what a reload or a crash costs.
 
 use std::{
-    net::{SocketAddr, UdpSocket},
+    io::Write as _,
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -14,7 +15,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{PinDir, net::Netns, unique};
+use crate::{
+    PinDir,
+    net::{Netns, Pair},
+    unique,
+};
 
 /// The CLI binary built by this crate from the code under test. Cargo builds a package's
 /// binaries before its integration tests and puts them one level above the test executables
@@ -72,6 +77,18 @@ impl Daemon {
 
     /// Start the daemon again (after `kill9` or `stop`) and wait until it is ready.
     pub fn restart(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Start the daemon and SIGKILL it `after` this long, wherever it is in its startup.
+    pub fn spawn_and_kill_after(&mut self, after: Duration) {
+        self.spawn();
+        thread::sleep(after);
+        self.kill9();
+    }
+
+    fn spawn(&mut self) {
         assert!(self.child.is_none(), "daemon still running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -106,8 +123,11 @@ impl Daemon {
             });
         }
         let child = cmd.spawn().expect("spawn portguard run");
-        let pid = child.id();
         self.child = Some(child);
+    }
+
+    fn wait_ready(&mut self) {
+        let pid = self.pid().expect("spawned");
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Some(state) = self.state()
@@ -243,7 +263,7 @@ impl Daemon {
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill(2) on the pid of our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            unsafe { libc::kill(i32::try_from(c.id()).expect("pid"), libc::SIGTERM) };
             let _ = c.wait();
         }
     }
@@ -279,16 +299,16 @@ impl Stream {
     #[must_use]
     pub fn start(from: &Netns, into: &Netns, to: SocketAddr, gap: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let received = Arc::new(AtomicU64::new(0));
+        let arrived = Arc::new(AtomicU64::new(0));
         let rx = into.run(move || UdpSocket::bind(to).expect("bind stream receiver"));
         rx.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("timeout");
-        let (stop_rx, count) = (stop.clone(), received.clone());
+        let (stop_flag, count) = (stop.clone(), arrived.clone());
         let receiver = thread::spawn(move || {
             let mut buf = [0u8; 64];
             let mut quiet = 0;
             // After the stop flag, keep reading until 1 s passes without a datagram.
-            while !stop_rx.load(Ordering::Relaxed) || quiet < 10 {
+            while !stop_flag.load(Ordering::Relaxed) || quiet < 10 {
                 if rx.recv(&mut buf).is_ok() {
                     count.fetch_add(1, Ordering::Relaxed);
                     quiet = 0;
@@ -319,7 +339,7 @@ impl Stream {
             stop,
             sender: Some(sender),
             receiver: Some(receiver),
-            received,
+            received: arrived,
         }
     }
 
@@ -330,6 +350,7 @@ impl Stream {
     }
 
     /// Stop sending; (sent, received) once the last datagrams had time to arrive.
+    #[must_use]
     pub fn finish(mut self) -> (u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
         let sent = self.sender.take().expect("sender").join().expect("sender");
@@ -342,4 +363,64 @@ impl Drop for Stream {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+// A site for the daemon tests: the peer of a `Pair` is both the RHV Manager and another RHV
+// host, so the RHV file opens udp/6081 (H12) and tcp/54321 (H10) to it; tcp/22 (H1) follows
+// the `rhv-host-ssh` feature, which is what tests switch.
+
+/// A site file for `pair`, in a directory of its own; `ssh` switches RHV-H1.
+pub fn site(pair: &Pair, ssh: bool) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("pg-site-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("site.toml");
+    write_site(&path, pair, ssh);
+    path
+}
+
+pub fn write_site(path: &Path, pair: &Pair, ssh: bool) {
+    let disabled = if ssh { "" } else { "\"rhv-host-ssh\"" };
+    let text = format!(
+        r#"products = ["rhv"]
+features = ["ovn"]
+disabled_features = [{disabled}]
+mode = "enforce"
+
+[roles]
+"rhv.manager" = ["{a4}/32", "{a6}/128"]
+"rhv.host" = ["{a4}/32", "{a6}/128", "{b4}/32", "{b6}/128"]
+
+[failsafe]
+ssh_from = ["198.18.250.0/24"]
+
+[host]
+roles = ["rhv.host"]
+interfaces = ["{b_if}"]
+"#,
+        a4 = pair.a4,
+        a6 = pair.a6,
+        b4 = pair.b4,
+        b6 = pair.b6,
+        b_if = pair.b_if,
+    );
+    // Write and rename, as an editor or configuration management does.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A TCP listener in the protected namespace that accepts and closes.
+pub fn listen(pair: &Pair, port: u16) {
+    let addr = SocketAddr::new(pair.b4, port);
+    let l = pair.b.run(move || TcpListener::bind(addr).expect("bind"));
+    thread::spawn(move || for _ in l.incoming() {});
+}
+
+pub fn connects(pair: &Pair, port: u16) -> bool {
+    let to = SocketAddr::new(pair.b4, port);
+    pair.a.run(move || {
+        TcpStream::connect_timeout(&to, Duration::from_millis(800))
+            .and_then(|mut s| s.write_all(b"x"))
+            .is_ok()
+    })
 }

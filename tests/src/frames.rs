@@ -1,4 +1,4 @@
-//! Crafting frames for BPF_PROG_TEST_RUN: Ethernet, VLAN tags, IPv4 (with options), IPv6 (with
+//! Crafting frames for `BPF_PROG_TEST_RUN`: Ethernet, VLAN tags, IPv4 (with options), IPv6 (with
 //! extension headers), TCP/UDP/SCTP/ICMP. Checksums are left zero: XDP verdicts do not read them.
 
 /// An upper-layer header to put in a frame.
@@ -10,7 +10,7 @@ pub enum L4 {
     Udp { sport: u16, dport: u16 },
     /// SCTP common header.
     Sctp { sport: u16, dport: u16 },
-    /// ICMP / ICMPv6 (by family) with type, code, and a quoted packet for errors.
+    /// ICMP / `ICMPv6` (by family) with type, code, and a quoted packet for errors.
     Icmp { ty: u8, code: u8, quote: Vec<u8> },
     /// Raw bytes with an explicit protocol number.
     Raw { proto: u8, bytes: Vec<u8> },

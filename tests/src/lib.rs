@@ -2,7 +2,7 @@
 //! pairs that clean up after themselves (also when a test panics), and frame builders.
 //!
 //! Every name is unique per process and call, so parallel tests and the remains of a crashed
-//! run never collide. Addresses come only from 198.18.0.0/15 and 2001:db8::/32.
+//! run never collide. Addresses come only from 198.18.0.0/15 and `2001:db8::/32`.
 
 pub mod daemon;
 pub mod frames;
@@ -25,6 +25,22 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 pub fn unique(prefix: &str) -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}{}{n}", std::process::id() % 100_000)
+}
+
+/// The seed of a randomised test: `PORTGUARD_SEED` if set (to replay a failure), else one
+/// from the clock; printed either way, so every failure can be replayed.
+#[must_use]
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("PORTGUARD_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    println!("{test} seed: {seed} (replay with PORTGUARD_SEED={seed})");
+    seed
 }
 
 /// A directory in bpffs for one test's pinned state, removed on drop.
@@ -55,7 +71,7 @@ impl Drop for PinDir {
     }
 }
 
-/// A loaded datapath with its own pin directory: for BPF_PROG_TEST_RUN tests.
+/// A loaded datapath with its own pin directory: for `BPF_PROG_TEST_RUN` tests.
 #[derive(Debug)]
 pub struct TestDp {
     /// The datapath.
@@ -64,9 +80,9 @@ pub struct TestDp {
     pub pins: PinDir,
 }
 
-/// XDP_DROP.
+/// `XDP_DROP`.
 pub const DROP: u32 = 1;
-/// XDP_PASS.
+/// `XDP_PASS`.
 pub const PASS: u32 = 2;
 
 impl TestDp {

@@ -136,7 +136,7 @@ pub struct Pair {
 }
 
 impl Pair {
-    /// A pair with 198.18.<n>.1/24 (a) and .2 (b), 2001:db8:<n>::1/64 and ::2, MTU `mtu`.
+    /// A pair with `198.18.<n>.1/24` (a) and .2 (b), `2001:db8:<n>::1/64` and `::2`, MTU `mtu`.
     #[must_use]
     pub fn new(subnet: u8, mtu: u32) -> Self {
         let a = Netns::new();

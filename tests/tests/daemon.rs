@@ -7,13 +7,12 @@
 
 use std::{
     io::Write as _,
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
+    net::{SocketAddr, TcpStream},
     time::Duration,
 };
 
 use integration_tests::{
-    daemon::{Daemon, Stream},
+    daemon::{Daemon, Stream, connects, listen, site, write_site},
     net::Pair,
     unique,
 };
@@ -21,62 +20,6 @@ use portguard::daemon::links;
 
 const GENEVE: u16 = 6081;
 const VDSM: u16 = 54321;
-
-/// A site file for `pair`, in a directory of its own; `ssh` switches RHV-H1.
-fn site(pair: &Pair, ssh: bool) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique("pg-site-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("site.toml");
-    write_site(&path, pair, ssh);
-    path
-}
-
-fn write_site(path: &PathBuf, pair: &Pair, ssh: bool) {
-    let disabled = if ssh { "" } else { "\"rhv-host-ssh\"" };
-    let text = format!(
-        r#"products = ["rhv"]
-features = ["ovn"]
-disabled_features = [{disabled}]
-mode = "enforce"
-
-[roles]
-"rhv.manager" = ["{a4}/32", "{a6}/128"]
-"rhv.host" = ["{a4}/32", "{a6}/128", "{b4}/32", "{b6}/128"]
-
-[failsafe]
-ssh_from = ["198.18.250.0/24"]
-
-[host]
-roles = ["rhv.host"]
-interfaces = ["{b_if}"]
-"#,
-        a4 = pair.a4,
-        a6 = pair.a6,
-        b4 = pair.b4,
-        b6 = pair.b6,
-        b_if = pair.b_if,
-    );
-    // Write and rename, as an editor or configuration management does.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-/// A TCP listener in the protected namespace that accepts and closes.
-fn listen(pair: &Pair, port: u16) {
-    let addr = SocketAddr::new(pair.b4, port);
-    let l = pair.b.run(move || TcpListener::bind(addr).expect("bind"));
-    std::thread::spawn(move || for _ in l.incoming() {});
-}
-
-fn connects(pair: &Pair, port: u16) -> bool {
-    let to = SocketAddr::new(pair.b4, port);
-    pair.a.run(move || {
-        TcpStream::connect_timeout(&to, Duration::from_millis(800))
-            .and_then(|mut s| s.write_all(b"x"))
-            .is_ok()
-    })
-}
 
 fn reload(d: &Daemon) -> std::process::Output {
     d.cli(&["reload", "--timeout", "60"])

@@ -1,4 +1,4 @@
-//! Packet-level tests: crafted frames through the real XDP program with BPF_PROG_TEST_RUN;
+//! Packet-level tests: crafted frames through the real XDP program with `BPF_PROG_TEST_RUN`;
 //! verdicts and counters checked against what the policy says.
 
 use std::net::IpAddr;
@@ -29,7 +29,7 @@ fn rule(slot: u32, sources: &[&str], protos: &[Proto], matches: Match) -> TableR
     }
 }
 
-/// Slot 0: tcp/22 from 198.18.1.0/24 and 2001:db8:1::/48; slot 1: tcp+udp 5900-6923 from the
+/// Slot 0: tcp/22 from 198.18.1.0/24 and `2001:db8:1::/48`; slot 1: tcp+udp 5900-6923 from the
 /// same; slot 2: icmp echo from anywhere; slot 3: udp 4789 from 198.18.1.7/32.
 fn setup() -> TestDp {
     let peers = ["198.18.1.0/24", "2001:db8:1::/48"];

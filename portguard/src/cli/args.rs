@@ -209,6 +209,10 @@ pub enum Command {
     Man,
     /// Show the denied (and would-deny) flows of the audit log.
     Audit(AuditArgs),
+    /// Build a site in network namespaces on this machine, protect one host of it with the real
+    /// daemon, send a flow for every rule in force and compare what happens with `explain`
+    /// (needs root; removes everything at the end unless --keep).
+    Lab(LabArgs),
 }
 
 /// `portguard audit`: which records of the audit log to show, and how.
@@ -257,4 +261,43 @@ fn parse_duration_secs(text: &str) -> Result<u64, String> {
     n.checked_mul(scale)
         .filter(|s| *s > 0)
         .ok_or_else(|| format!("`{text}`: must be at least 1s"))
+}
+
+/// `portguard lab`: where the site comes from and what to keep.
+#[derive(Debug, Args, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct LabArgs {
+    /// `down`: take a kept lab down.
+    #[command(subcommand)]
+    pub action: Option<LabAction>,
+    /// Site file to rehearse (default: the built-in policies/examples/lab.toml).
+    #[arg(long, value_name = "FILE")]
+    pub site: Option<PathBuf>,
+    /// Directory of product files (default: the installed ones, else ./policies, else the
+    /// copies built into this binary).
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+    /// Leave the lab up at the end (`portguard lab down` removes it).
+    #[arg(long)]
+    pub keep: bool,
+    /// Also draw the machines and the flows tried, coloured by verdict, into this SVG file.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Also write every row of the table as JSON into this file (for scripts and tests).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Prefix of the lab's names: namespaces `<prefix>-*`, pins /sys/fs/bpf/<prefix>.
+    #[arg(long, value_name = "NAME", default_value = crate::lab::DEFAULT_PREFIX)]
+    pub prefix: String,
+}
+
+/// What `portguard lab` can do besides running.
+#[derive(Debug, Subcommand, Clone)]
+pub enum LabAction {
+    /// Remove a lab left up with --keep (or by a crash): its namespaces, daemon, pins, files.
+    Down {
+        /// Prefix of the lab's names.
+        #[arg(long, value_name = "NAME", default_value = crate::lab::DEFAULT_PREFIX)]
+        prefix: String,
+    },
 }

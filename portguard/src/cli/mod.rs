@@ -6,6 +6,7 @@ mod check;
 mod compile;
 mod detach;
 mod explain;
+mod lab;
 mod reload;
 mod run;
 mod status;
@@ -116,6 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(args) => audit::run(&args),
+        Command::Lab(args) => lab::run(&args),
     }
 }
 

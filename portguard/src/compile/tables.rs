@@ -228,17 +228,27 @@ pub fn build(rules: &[TableRule], config: Config) -> Result<Tables, TableError> 
             max: MAX_RULES,
         });
     }
+    // Count distinct prefixes before flattening them: a site larger than the tries is refused
+    // at once, not after the (linear, but not free) set computation.
+    for v6 in [false, true] {
+        let distinct: std::collections::HashSet<IpNet> = rules
+            .iter()
+            .flat_map(|r| r.sources.iter())
+            .filter(|n| matches!(n, IpNet::V6(_)) == v6)
+            .map(IpNet::trunc)
+            .collect();
+        if distinct.len() > MAX_PREFIXES as usize {
+            return Err(TableError::TooManyPrefixes {
+                family: if v6 { 6 } else { 4 },
+                count: distinct.len(),
+                max: MAX_PREFIXES,
+            });
+        }
+    }
     let mut src_classes = Classes::default();
     let mut tables = Tables::empty();
     for v6 in [false, true] {
         let sets = source_sets(rules, v6);
-        if sets.len() > MAX_PREFIXES as usize {
-            return Err(TableError::TooManyPrefixes {
-                family: if v6 { 6 } else { 4 },
-                count: sets.len(),
-                max: MAX_PREFIXES,
-            });
-        }
         for (net, set) in sets {
             let class = src_classes.intern(set);
             match net {

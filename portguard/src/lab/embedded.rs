@@ -27,7 +27,10 @@ pub const PRODUCTS: &[(&str, &str)] = &[
         include_str!("../../../policies/veeam-proxmox.toml"),
     ),
     ("avi.toml", include_str!("../../../policies/avi.toml")),
-    ("kvmnet2.toml", include_str!("../../../policies/kvmnet2.toml")),
+    (
+        "kvmnet2.toml",
+        include_str!("../../../policies/kvmnet2.toml"),
+    ),
 ];
 
 /// Write the built-in product files into `dir` (created if needed).

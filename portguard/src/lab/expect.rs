@@ -24,7 +24,7 @@ pub enum L4 {
     Udp(u16),
     /// An SCTP INIT to this port.
     Sctp(u16),
-    /// An ICMP (IPv4) or ICMPv6 message (by the address family).
+    /// An ICMP (IPv4) or `ICMPv6` message (by the address family).
     Icmp {
         /// Type.
         ty: u8,
@@ -42,7 +42,11 @@ impl L4 {
             L4::Udp(p) => format!("udp/{p}"),
             L4::Sctp(p) => format!("sctp/{p}"),
             L4::Icmp { ty, code } => {
-                let name = if family == Family::V4 { "icmp" } else { "icmpv6" };
+                let name = if family == Family::V4 {
+                    "icmp"
+                } else {
+                    "icmpv6"
+                };
                 if code == 0 {
                     format!("{name} {ty}")
                 } else {
@@ -263,8 +267,7 @@ impl<'a> Judge<'a> {
         }
         let mut env = RefEnv::new(&self.hp.tables);
         for a in &self.local {
-            env.local
-                .insert((family_of(*a), wide(*a)), LOCAL_UNICAST);
+            env.local.insert((family_of(*a), wide(*a)), LOCAL_UNICAST);
         }
         if let Some(o) = p.owned {
             env.sockets.insert((

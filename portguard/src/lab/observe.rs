@@ -38,7 +38,11 @@ pub struct Observer {
 impl Observer {
     /// An observer of the daemon whose state is in `run_dir` and pins in `pin_dir`. `settle` is
     /// how long to wait after a flow for its last packets (a final ACK) to be counted.
-    pub fn new(pin_dir: PathBuf, run_dir: &std::path::Path, settle: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        pin_dir: PathBuf,
+        run_dir: &std::path::Path,
+        settle: Duration,
+    ) -> anyhow::Result<Self> {
         let state = State::read(run_dir)?
             .with_context(|| format!("no daemon state in {}", run_dir.display()))?;
         let ids: BTreeMap<u32, String> = state

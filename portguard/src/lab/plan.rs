@@ -141,7 +141,7 @@ pub enum Group {
 pub enum Skip {
     /// Every source address of the rule is the protected host's own.
     OwnAddress,
-    /// The rule's sources lie outside 198.18.0.0/15 and 2001:db8::/32.
+    /// The rule's sources lie outside 198.18.0.0/15 and `2001:db8::/32`.
     OutsideLab,
     /// The rule's sources are all of a family its protocol cannot use.
     NoFamily,
@@ -398,7 +398,7 @@ impl Plan {
             .filter(|r| !r.any)
             .flat_map(|r| r.sources.iter().copied())
             .collect();
-        let mut host_addr = |family: Family, alloc: &mut Alloc| {
+        let host_addr = |family: Family, alloc: &mut Alloc| {
             let a = alloc
                 .first_free(&of_family(&host_nets, family))
                 .unwrap_or_else(|| match family {
@@ -577,9 +577,80 @@ impl Planner<'_> {
     }
 
     /// The flows that exercise `rule`: one per protocol and family it has sources in.
+    /// Why a rule's flow over `family` cannot be sent: its sources are the host's own address
+    /// or lie outside the lab's address space.
+    fn skip_reason(&self, sources: &[IpNet]) -> (Skip, String) {
+        if sources.iter().find_map(within_lab).is_none() {
+            return (
+                Skip::OutsideLab,
+                format!(
+                    "not exercised: its sources ({}) are outside the lab's 198.18.0.0/15 and 2001:db8::/32",
+                    join(sources)
+                ),
+            );
+        }
+        let own: Vec<String> = self.endpoints[HOST]
+            .addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        (
+            Skip::OwnAddress,
+            format!(
+                "not exercised: its sources ({}) are only this host's own address ({}), and a host's \
+                 traffic to itself never crosses its NIC",
+                join(sources),
+                own.join(", ")
+            ),
+        )
+    }
+
+    /// The candidate and port that make the classifier allow the flow by `rule` itself; else the
+    /// first of each, with a note naming the earlier rule that shadows it.
+    fn choose(
+        &self,
+        rule: &HostRule,
+        cands: &[Cand],
+        l4s: &[L4],
+        family: Family,
+    ) -> (usize, L4, Option<String>) {
+        let host = self.host_addr(family);
+        for (ci, c) in cands.iter().enumerate() {
+            let Some(src) = self.cand_addr(c, family) else {
+                continue;
+            };
+            for l4 in l4s {
+                if let Outcome::Allow { slot } = self.judge.outcome(&Pkt::new(src, host, *l4))
+                    && self.judge.rule_id(slot) == Some(rule.id.as_str())
+                {
+                    return (ci, *l4, None);
+                }
+            }
+        }
+        let by = self
+            .cand_addr(&cands[0], family)
+            .map(
+                |src| match self.judge.outcome(&Pkt::new(src, host, l4s[0])) {
+                    Outcome::Allow { slot } => self.judge.rule_id(slot).unwrap_or("?").to_owned(),
+                    _ => "nothing".to_owned(),
+                },
+            )
+            .unwrap_or_default();
+        (
+            0,
+            l4s[0],
+            Some(format!(
+                "shadowed: {by} matches first for every source and port tried"
+            )),
+        )
+    }
+
+    /// The flows that exercise `rule`: one per protocol and family it has sources in; a row
+    /// saying why for what cannot be sent.
     fn rule(&mut self, rule: &HostRule) {
         let before = self.flows.len();
-        let mut skip: Option<(Skip, String)> = None;
+        // Sources of the flows that cannot be sent, for the row that says why.
+        let mut unsent: Vec<IpNet> = Vec::new();
         for proto in &rule.protos {
             for family in families(*proto) {
                 let sources = of_family(&rule.sources, *family);
@@ -589,59 +660,14 @@ impl Planner<'_> {
                 let l4s = l4_candidates(*proto, &rule.matches);
                 let cands = self.candidates(rule, *family);
                 if cands.is_empty() || l4s.is_empty() {
-                    let host = self.host_addr(*family);
-                    let lab: Vec<IpNet> = sources.iter().filter_map(within_lab).collect();
-                    skip.get_or_insert(if lab.is_empty() {
-                        (
-                            Skip::OutsideLab,
-                            format!(
-                                "not exercised: its sources ({}) are outside the lab's 198.18.0.0/15 \
-                                 and 2001:db8::/32",
-                                join(&sources)
-                            ),
-                        )
-                    } else {
-                        (
-                            Skip::OwnAddress,
-                            format!(
-                                "not exercised: its only {} source ({}) is this host's own address {host}",
-                                if *family == Family::V4 { "IPv4" } else { "IPv6" },
-                                join(&sources)
-                            ),
-                        )
-                    });
-                    continue;
-                }
-                let host = self.host_addr(*family);
-                let mut chosen = None;
-                'search: for (ci, c) in cands.iter().enumerate() {
-                    let Some(src) = self.cand_addr(c, *family) else {
-                        continue;
-                    };
-                    for l4 in &l4s {
-                        if let Outcome::Allow { slot } =
-                            self.judge.outcome(&Pkt::new(src, host, *l4))
-                            && self.judge.rule_id(slot) == Some(rule.id.as_str())
-                        {
-                            chosen = Some((ci, *l4, None));
-                            break 'search;
+                    for n in sources {
+                        if !unsent.contains(&n) {
+                            unsent.push(n);
                         }
                     }
+                    continue;
                 }
-                let (ci, l4, note) = chosen.unwrap_or_else(|| {
-                    let src = self.cand_addr(&cands[0], *family).expect("candidate address");
-                    let by = match self.judge.outcome(&Pkt::new(src, host, l4s[0])) {
-                        Outcome::Allow { slot } => self.judge.rule_id(slot).unwrap_or("?").to_owned(),
-                        _ => "nothing".to_owned(),
-                    };
-                    (
-                        0,
-                        l4s[0],
-                        Some(format!(
-                            "shadowed: {by} matches first for every source and port tried"
-                        )),
-                    )
-                });
+                let (ci, l4, note) = self.choose(rule, &cands, &l4s, *family);
                 let cand = cands.into_iter().nth(ci).expect("chosen candidate");
                 let from = self.materialize(cand);
                 let note = note.or_else(|| {
@@ -662,7 +688,15 @@ impl Planner<'_> {
                 });
             }
         }
-        if let Some(s) = skip.take() {
+        let mut skip = (!unsent.is_empty()).then(|| self.skip_reason(&unsent));
+        if skip.is_none() && self.flows.len() == before {
+            skip = Some((
+                Skip::NoFamily,
+                "not exercised: it has no sources of the address family its protocol uses"
+                    .to_owned(),
+            ));
+        }
+        if let Some(s) = skip {
             self.flows.push(FlowSpec {
                 group: Group::Rule,
                 rule: Some(rule.id.clone()),
@@ -670,19 +704,6 @@ impl Planner<'_> {
                 required: None,
                 note: None,
                 skip: Some(s),
-            });
-        } else if self.flows.len() == before {
-            self.flows.push(FlowSpec {
-                group: Group::Rule,
-                rule: Some(rule.id.clone()),
-                probe: None,
-                required: None,
-                note: None,
-                skip: Some((
-                    Skip::NoFamily,
-                    "not exercised: it has no sources of the address family its protocol uses"
-                        .to_owned(),
-                )),
             });
         }
     }
@@ -707,16 +728,24 @@ impl Planner<'_> {
     /// only to another role, a role to a closed port (TCP and UDP).
     fn negatives(&mut self, hp: &HostPolicy, family: Family) {
         let host = self.host_addr(family);
-        let denied = |j: &Judge<'_>, src: IpAddr, l4: L4| {
-            matches!(
-                j.outcome(&Pkt::new(src, host, l4)),
-                Outcome::Deny { .. }
-            )
+        // Denied, and (when `rule` is given) with that rule named as the one opening the port,
+        // so the example reads "port opened by RHV-H10" rather than by an earlier rule.
+        let denied = |j: &Judge<'_>, src: IpAddr, l4: L4, rule: Option<&HostRule>| match j
+            .outcome(&Pkt::new(src, host, l4))
+        {
+            Outcome::Deny { hint, .. } => rule.is_none_or(|r| hint == r.slot + 1),
+            _ => false,
         };
-        let port_rules: Vec<(&HostRule, L4)> = hp
-            .rules
-            .iter()
-            .filter(|r| r.protos.iter().any(|p| matches!(p, Proto::Tcp | Proto::Udp)))
+        // Product rules make the clearer examples; the failsafe and essentials come last.
+        let mut ordered: Vec<&HostRule> = hp.rules.iter().collect();
+        ordered.sort_by_key(|r| matches!(r.product.as_str(), "failsafe" | "essentials"));
+        let port_rules: Vec<(&HostRule, L4)> = ordered
+            .into_iter()
+            .filter(|r| {
+                r.protos
+                    .iter()
+                    .any(|p| matches!(p, Proto::Tcp | Proto::Udp))
+            })
             .filter_map(|r| {
                 let proto = if r.protos.contains(&Proto::Tcp) {
                     Proto::Tcp
@@ -729,21 +758,32 @@ impl Planner<'_> {
         if let Some(out) = self.endpoints[OUTSIDER].addr(family)
             && let Some((r, l4)) = port_rules
                 .iter()
-                .find(|(_, l4)| denied(self.judge, out, *l4))
+                .find(|(r, l4)| denied(self.judge, out, *l4, Some(r)))
+                .or_else(|| {
+                    port_rules
+                        .iter()
+                        .find(|(_, l4)| denied(self.judge, out, *l4, None))
+                })
         {
             let note = format!("the outsider to a port {} opens", r.id);
             self.negative(OUTSIDER, family, *l4, note);
         }
-        let peers: Vec<usize> = (OUTSIDER + 1..self.endpoints.len())
+        // Machines standing for product roles first: the failsafe source makes a poor example.
+        let mut peers: Vec<usize> = (OUTSIDER + 1..self.endpoints.len())
             .filter(|i| self.endpoints[*i].addr(family).is_some())
             .collect();
-        let other_role = port_rules.iter().find_map(|(r, l4)| {
-            peers.iter().find_map(|i| {
-                let src = self.endpoints[*i].addr(family)?;
-                (!r.sources.iter().any(|n| n.contains(&src)) && denied(self.judge, src, *l4))
+        peers.sort_by_key(|i| self.endpoints[*i].role.as_deref() == Some("failsafe.ssh_from"));
+        let other_role = |strict: bool| {
+            port_rules.iter().find_map(|(r, l4)| {
+                peers.iter().find_map(|i| {
+                    let src = self.endpoints[*i].addr(family)?;
+                    (!r.sources.iter().any(|n| n.contains(&src))
+                        && denied(self.judge, src, *l4, strict.then_some(*r)))
                     .then(|| (*i, *l4, r.id.clone()))
+                })
             })
-        });
+        };
+        let other_role = other_role(true).or_else(|| other_role(false));
         if let Some((i, l4, id)) = other_role {
             let note = format!(
                 "{} to a port {id} opens to other roles only",
@@ -751,8 +791,8 @@ impl Planner<'_> {
             );
             self.negative(i, family, l4, note);
         }
-        let closer = peers.first().copied().unwrap_or(OUTSIDER);
-        if let Some(src) = self.endpoints[closer].addr(family) {
+        let sender = peers.first().copied().unwrap_or(OUTSIDER);
+        if let Some(src) = self.endpoints[sender].addr(family) {
             for make in [L4::Tcp as fn(u16) -> L4, L4::Udp] {
                 let closed = [9u16, 7, 13, 19, 1]
                     .into_iter()
@@ -768,11 +808,8 @@ impl Planner<'_> {
                         )
                     });
                 if let Some(l4) = closed {
-                    let note = format!(
-                        "{} to a port no rule opens",
-                        self.endpoints[closer].label
-                    );
-                    self.negative(closer, family, l4, note);
+                    let note = format!("{} to a port no rule opens", self.endpoints[sender].label);
+                    self.negative(sender, family, l4, note);
                 }
             }
         }

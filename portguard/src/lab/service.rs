@@ -78,8 +78,8 @@ pub fn start(paths: &LabPaths, launch: &Launch<'_>) -> anyhow::Result<Child> {
     let log = std::fs::File::create(paths.daemon_log())
         .with_context(|| format!("creating {}", paths.daemon_log().display()))?;
     let ns_path = Path::new("/run/netns").join(launch.ns);
-    let ns = std::fs::File::open(&ns_path)
-        .with_context(|| format!("opening {}", ns_path.display()))?;
+    let ns =
+        std::fs::File::open(&ns_path).with_context(|| format!("opening {}", ns_path.display()))?;
     let ns_fd = ns.as_raw_fd();
     let mut cmd = Command::new(exe);
     cmd.arg("run")

@@ -10,7 +10,7 @@
 //!     └── <prefix>-<role>: lan0 (an address of that role), one per source the flows need
 //! ```
 //!
-//! Every address is on-link (198.18.0.0/15 and 2001:db8::/32 are the prefixes of the
+//! Every address is on-link (198.18.0.0/15 and `2001:db8::/32` are the prefixes of the
 //! addresses), so no router is needed, and every machine knows every other's MAC address
 //! (permanent neighbour entries): no ARP or neighbour discovery runs during the flows, so the
 //! counters a flow moves are the flow's own.
@@ -153,7 +153,10 @@ pub fn build(plan: &Plan, created: &mut Vec<String>) -> anyhow::Result<()> {
     for e in &plan.endpoints {
         for a in e.addrs() {
             // The one rule this module must never break, checked where devices are made.
-            assert!(in_lab(a), "lab address {a} outside 198.18.0.0/15 and 2001:db8::/32");
+            assert!(
+                in_lab(a),
+                "lab address {a} outside 198.18.0.0/15 and 2001:db8::/32"
+            );
         }
     }
     let names = plan.namespaces();
@@ -182,7 +185,10 @@ pub fn build(plan: &Plan, created: &mut Vec<String>) -> anyhow::Result<()> {
             LAN_IF
         };
         lan.extend([
-            format!("link add {port} type veth peer name {inside} netns {}", e.ns),
+            format!(
+                "link add {port} type veth peer name {inside} netns {}",
+                e.ns
+            ),
             format!("link set {port} master {SWITCH}"),
             format!("link set {port} alias {}", e.ns),
             format!("link set {port} up"),

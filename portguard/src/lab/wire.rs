@@ -1,4 +1,4 @@
-//! Raw sockets and the few packets the lab crafts itself: ICMP and ICMPv6 messages of any type
+//! Raw sockets and the few packets the lab crafts itself: ICMP and `ICMPv6` messages of any type
 //! (neighbour discovery with hop limit 255, MLD with 1, errors quoting a flow of the host), and
 //! an SCTP INIT, which needs no kernel SCTP on either side.
 
@@ -53,7 +53,9 @@ fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<IpAddr> {
         libc::AF_INET => {
             // SAFETY: the family says this is a sockaddr_in.
             let sin = unsafe { &*std::ptr::from_ref(ss).cast::<libc::sockaddr_in>() };
-            Some(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()))
+            Some(IpAddr::from(
+                u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+            ))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says this is a sockaddr_in6.
@@ -279,7 +281,11 @@ pub fn icmp_proto(family: Family) -> u8 {
 /// The echo request type of `family`, and its reply's.
 #[must_use]
 pub fn echo_types(family: Family) -> (u8, u8) {
-    if family == Family::V4 { (8, 0) } else { (128, 129) }
+    if family == Family::V4 {
+        (8, 0)
+    } else {
+        (128, 129)
+    }
 }
 
 /// The hop limit a message of this type must carry: 255 for neighbour discovery (RFC 4861
@@ -296,21 +302,18 @@ pub fn hop_limit(family: Family, ty: u8) -> Option<i32> {
 /// The headers of a UDP datagram `from` -> `to` (port 40000 -> 9), as an ICMP error quotes it.
 fn quote(from: IpAddr, to: IpAddr) -> Vec<u8> {
     let udp = [0x9c, 0x40, 0, 9, 0, 8, 0, 0];
-    let mut q = match (from, to) {
-        (IpAddr::V4(f), IpAddr::V4(t)) => {
-            let mut h = vec![0x45, 0, 0, 28, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0];
-            h.extend(f.octets());
-            h.extend(t.octets());
-            let c = checksum(&h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            h
-        }
-        _ => {
-            let mut h = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
-            h.extend(v6_of(from).octets());
-            h.extend(v6_of(to).octets());
-            h
-        }
+    let mut q = if let (IpAddr::V4(f), IpAddr::V4(t)) = (from, to) {
+        let mut h = vec![0x45, 0, 0, 28, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0];
+        h.extend(f.octets());
+        h.extend(t.octets());
+        let c = checksum(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        h
+    } else {
+        let mut h = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+        h.extend(v6_of(from).octets());
+        h.extend(v6_of(to).octets());
+        h
     };
     q.extend(udp);
     q
@@ -323,10 +326,10 @@ fn v6_of(a: IpAddr) -> Ipv6Addr {
     }
 }
 
-/// An ICMP (IPv4) or ICMPv6 message of type `ty`, code `code`, sent by `sender` to `host`, with
+/// An ICMP (IPv4) or `ICMPv6` message of type `ty`, code `code`, sent by `sender` to `host`, with
 /// the fields a receiver expects for that type. Errors quote a UDP datagram of `host` to
 /// `sender`; echo requests carry `id`. IPv4 checksums are filled in; the kernel computes
-/// ICMPv6 checksums itself (it always does on raw ICMPv6 sockets, RFC 3542 §3.1).
+/// `ICMPv6` checksums itself (it always does on raw `ICMPv6` sockets, RFC 3542 §3.1).
 #[must_use]
 pub fn icmp_message(ty: u8, code: u8, id: u16, sender: IpAddr, host: IpAddr) -> Vec<u8> {
     let family = family_of(host);
@@ -351,8 +354,8 @@ pub fn icmp_message(ty: u8, code: u8, id: u16, sender: IpAddr, host: IpAddr) -> 
             }
             m.extend(quote(host, sender));
         }
-        // Router solicitation: reserved.
-        (Family::V6, 133) => m.extend([0u8; 4]),
+        // Router solicitation: reserved; MLDv2 report: reserved and no records.
+        (Family::V6, 133 | 143) => m.extend([0u8; 4]),
         // Router advertisement with router lifetime 0: not a default router.
         (Family::V6, 134) => m.extend([0u8; 12]),
         // Neighbour solicitation for the host's address.
@@ -378,8 +381,6 @@ pub fn icmp_message(ty: u8, code: u8, id: u16, sender: IpAddr, host: IpAddr) -> 
             m.extend([0u8; 4]);
             m.extend(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x16).octets());
         }
-        // MLDv2 report with no records.
-        (Family::V6, 143) => m.extend([0u8; 4]),
         _ => {
             m.extend([0u8; 4]);
             m.extend(PAYLOAD);
@@ -427,7 +428,10 @@ mod tests {
         let host: IpAddr = "2001:db8:2::1".parse().unwrap();
         let m = icmp_message(135, 0, 0, "2001:db8:9::99".parse().unwrap(), host);
         assert_eq!(m.len(), 24);
-        assert_eq!(m[8..], Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1).octets());
+        assert_eq!(
+            m[8..],
+            Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1).octets()
+        );
         assert_eq!(hop_limit(Family::V6, 135), Some(255));
     }
 }

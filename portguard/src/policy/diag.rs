@@ -163,9 +163,29 @@ impl Loc {
             file: self.file.clone(),
             line: self.line,
             col: self.col,
-            message,
+            message: one_line(message),
         }
     }
+}
+
+/// The message with control characters escaped (`\n` for a newline). Messages quote names and
+/// values from the files, and a quoted TOML key or string may hold a newline: unescaped, it
+/// would split the diagnostic into a located line and a line without a location.
+fn one_line(message: String) -> String {
+    let escape = |c: char| (c.is_control() && c != '\t') || matches!(c, '\u{2028}' | '\u{2029}');
+    if !message.chars().any(escape) {
+        return message;
+    }
+    message
+        .chars()
+        .map(|c| {
+            if escape(c) {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// `FILE:LINE`, for messages that point at a second place.
@@ -190,6 +210,16 @@ mod tests {
         assert_eq!(src.line_col(8), (3, 1));
         assert_eq!(src.line_col(9), (4, 1));
         assert_eq!(src.line_col(100), (4, 2));
+    }
+
+    #[test]
+    fn messages_stay_on_one_line() {
+        let at = Loc::start_of(Path::new("site.toml"));
+        let d = at.diag(Severity::Error, "unknown role `a\nb\r\u{7}`".to_owned());
+        assert_eq!(d.message, "unknown role `a\\nb\\r\\u{7}`");
+        assert_eq!(d.to_string().lines().count(), 1);
+        let plain = at.diag(Severity::Error, "tab\tand é stay".to_owned());
+        assert_eq!(plain.message, "tab\tand é stay");
     }
 
     #[test]

@@ -998,10 +998,12 @@ fn parse_sources(sink: &mut Sink, src: &SourceFile, list: &[Str]) -> Option<(Vec
         return Some((every, true));
     }
     let mut nets: Vec<IpNet> = Vec::new();
+    // A set beside the list: a role may list hundreds of thousands of prefixes.
+    let mut seen = std::collections::HashSet::new();
     let mut ok = true;
     for text in list {
         match parse_net(text.get_ref()) {
-            Ok(net) if nets.contains(&net) => {}
+            Ok(net) if !seen.insert(net) => {}
             Ok(net) => nets.push(net),
             Err(msg) => {
                 sink.error(&src.loc(&text.span()), msg);

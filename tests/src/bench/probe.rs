@@ -1,4 +1,4 @@
-//! Timing one frame through a loaded program with BPF_PROG_TEST_RUN, against the no-op program
+//! Timing one frame through a loaded program with `BPF_PROG_TEST_RUN`, against the no-op program
 //! of the same object, interleaved and repeated so a busy shared machine shows as spread, not as
 //! a wrong figure.
 
@@ -74,7 +74,7 @@ pub(crate) fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// One timed BPF_PROG_TEST_RUN: (CPU ns/packet, kernel ns/packet, XDP action).
+/// One timed `BPF_PROG_TEST_RUN`: (CPU ns/packet, kernel ns/packet, XDP action).
 fn timed(prog: &mut Xdp, frame: &[u8], repeat: u32) -> (f64, f64, u32) {
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);

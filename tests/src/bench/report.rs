@@ -1,7 +1,7 @@
 //! Results as files: a markdown table headed by the machine it ran on, and the same figures as
 //! JSON, under `bench/results/`. Figures quoted anywhere else come from these files.
 
-use std::{path::Path, process::Command};
+use std::{fmt::Write as _, path::Path, process::Command};
 
 /// The machine and the run, written above every table: figures mean nothing without them.
 #[derive(Clone, Debug)]
@@ -21,8 +21,10 @@ fn command_output(program: &str, args: &[&str]) -> String {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|| "unknown".to_owned())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        )
 }
 
 impl Machine {
@@ -140,9 +142,9 @@ impl Report {
 /// A markdown table.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut s = format!("| {} |\n", headers.join(" | "));
-    s.push_str(&format!("|{}\n", "---|".repeat(headers.len())));
+    let _ = writeln!(s, "|{}", "---|".repeat(headers.len()));
     for r in rows {
-        s.push_str(&format!("| {} |\n", r.join(" | ")));
+        let _ = writeln!(s, "| {} |", r.join(" | "));
     }
     s
 }

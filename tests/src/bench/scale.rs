@@ -5,11 +5,12 @@
 //! tcp and udp port 10000 + i to its share of random source prefixes. The allowed frames hit
 //! the *last* rule, the one a linear scan would reach last; the denied frame comes from the
 //! first rule's sources. Random prefixes are drawn from 198.19.0.0/16 (lengths 24 to 32, so
-//! they nest and the compiler has overlaps to flatten) and 2001:db8:8000::/33 (lengths 48 to
-//! 128); the frames' own sources sit in 198.18.0.0/16 and 2001:db8:0::/33, outside them.
+//! they nest and the compiler has overlaps to flatten) and `2001:db8:8000::/33` (lengths 48 to
+//! 128); the frames' own sources sit in 198.18.0.0/16 and `2001:db8:0::/33`, outside them.
 
 use std::{
     collections::HashSet,
+    fmt::Write as _,
     os::fd::{AsFd as _, AsRawFd as _},
     path::Path,
     time::Instant,
@@ -100,7 +101,7 @@ fn v4_prefixes(rng: &mut StdRng, n: usize) -> Vec<IpNet> {
     all
 }
 
-/// `n` distinct IPv6 prefixes inside 2001:db8:8000::/33, lengths 48..=128.
+/// `n` distinct IPv6 prefixes inside `2001:db8:8000::/33`, lengths 48..=128.
 fn v6_prefixes(rng: &mut StdRng, n: usize) -> Vec<IpNet> {
     let base = u128::from_be_bytes([
         0x20, 0x01, 0x0d, 0xb8, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -165,14 +166,14 @@ fn map_memory(dp: &mut Datapath) -> Vec<(String, u64)> {
     dp.ebpf_mut()
         .maps()
         .filter_map(|(name, m)| {
-            let data = match m {
-                Map::Array(d)
-                | Map::PerCpuArray(d)
-                | Map::LpmTrie(d)
-                | Map::HashMap(d)
-                | Map::LruHashMap(d)
-                | Map::RingBuf(d) => d,
-                _ => return None,
+            let (Map::Array(data)
+            | Map::PerCpuArray(data)
+            | Map::LpmTrie(data)
+            | Map::HashMap(data)
+            | Map::LruHashMap(data)
+            | Map::RingBuf(data)) = m
+            else {
+                return None;
             };
             let fd = data.fd().as_fd().as_raw_fd();
             Some((name.to_owned(), sys::map_memlock(fd).expect("map fdinfo")))
@@ -303,6 +304,11 @@ fn mib(b: u64) -> String {
     format!("{:.2}", b as f64 / (1024.0 * 1024.0))
 }
 
+/// Measure every size and tabulate; the points feed the plot of `bench all`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one linear script: measure, tabulate, describe"
+)]
 pub(crate) fn run(root: &Path) -> (Report, Vec<Point>) {
     // The site's settings (audit on, as a site has it by default), the synthetic geometry.
     let base = datapath::rhv_policy(root).tables.config;
@@ -407,7 +413,8 @@ pub(crate) fn run(root: &Path) -> (Report, Vec<Point>) {
     let mut headers = vec!["sweep", "rules", "prefixes", "no-op ns"];
     headers.extend(keys.iter().map(|(_, l)| *l));
     md.push_str(&table(&headers, &cost_rows));
-    md.push_str(&format!(
+    let _ = write!(
+        md,
         "\nTarget: cost grows ≤ 10% from 10 to 1000 rules. Allowed TCP/IPv4: {:+.1}% — {}. \
          Every case, 10 → 1000 rules: {}.\n",
         growth * 100.0,
@@ -417,7 +424,7 @@ pub(crate) fn run(root: &Path) -> (Report, Vec<Point>) {
             .map(|(k, g)| format!("{k} {:+.1}%", g * 100.0))
             .collect::<Vec<_>>()
             .join(", ")
-    ));
+    );
     let json_rows: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {

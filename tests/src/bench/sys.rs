@@ -1,5 +1,5 @@
 //! The few kernel interfaces aya 0.14 does not wrap: a program loaded from raw instructions,
-//! BPF_PROG_TEST_RUN in live-frames mode with an ingress interface, thread CPU time, CPU
+//! `BPF_PROG_TEST_RUN` in live-frames mode with an ingress interface, thread CPU time, CPU
 //! affinity, and the kernel's own memory figure for a map.
 
 use std::{
@@ -24,7 +24,7 @@ const XDP_TX: i32 = 3;
 #[derive(Clone, Copy)]
 struct Insn {
     code: u8,
-    /// dst_reg in the low nibble, src_reg in the high nibble.
+    /// `dst_reg` in the low nibble, `src_reg` in the high nibble.
     regs: u8,
     off: i16,
     imm: i32,
@@ -70,7 +70,7 @@ struct TestRunAttr {
     batch_size: u32,
 }
 
-/// `struct xdp_md` as BPF_PROG_TEST_RUN reads it from `ctx_in`.
+/// `struct xdp_md` as `BPF_PROG_TEST_RUN` reads it from `ctx_in`.
 #[repr(C)]
 #[derive(Default)]
 struct XdpMd {
@@ -152,7 +152,7 @@ pub(crate) fn live_frames(
         ..XdpMd::default()
     };
     let mut attr = TestRunAttr {
-        prog_fd: prog.as_raw_fd() as u32,
+        prog_fd: prog.as_raw_fd().cast_unsigned(),
         data_size_in: frame.len() as u32,
         data_in: frame.as_ptr() as u64,
         repeat,
@@ -175,7 +175,7 @@ pub(crate) fn thread_cpu_ns() -> u64 {
     // SAFETY: valid clock id and a valid out-pointer.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
     assert_eq!(rc, 0, "clock_gettime: {}", io::Error::last_os_error());
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    ts.tv_sec.cast_unsigned() * 1_000_000_000 + ts.tv_nsec.cast_unsigned()
 }
 
 /// Pin thread or process `tid` (0 = the calling thread) to one CPU.
@@ -186,23 +186,6 @@ pub(crate) fn pin_to_cpu(tid: libc::pid_t, cpu: usize) -> io::Result<()> {
         libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &raw const set)
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Set the nice value of thread `tid` (0 = the calling thread).
-pub(crate) fn set_nice(tid: libc::pid_t, nice: i32) -> io::Result<()> {
-    let tid = if tid == 0 {
-        // SAFETY: plain syscall without arguments.
-        unsafe { libc::gettid() }
-    } else {
-        tid
-    };
-    // SAFETY: plain syscall; PRIO_PROCESS with a thread id applies to that thread on Linux.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
     if rc == 0 {
         Ok(())
     } else {

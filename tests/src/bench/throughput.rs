@@ -1,26 +1,31 @@
 //! `bench throughput`: packets per second a veth receiver handles with portguard attached, with
-//! the XDP_DROP / XDP_PASS limits, and with nftables doing the same job, on the same traffic.
+//! the `XDP_DROP` / `XDP_PASS` limits, and with nftables doing the same job, on the same traffic.
 //!
 //! Topology: two namespaces of the benchmark's own joined by a veth pair (198.18.200.0/24).
 //! Traffic is generated in the kernel: a two-instruction `XDP_TX` program is run with
-//! BPF_PROG_TEST_RUN in live-frames mode (kernel 5.18) with the sender veth as ingress, so every
-//! frame is transmitted out of it and lands in the receiver veth's queue, where the program
-//! under test (or the stack and nftables) handles it. No socket, no syscall per packet.
+//! `BPF_PROG_TEST_RUN` in live-frames mode (kernel 5.18) with the sender veth as ingress, so every
+//! frame is transmitted out of it into the receiver veth's queue, where the program under test
+//! (or the stack and nftables) handles it. No socket, no syscall per packet.
 //!
-//! The receiver's NAPI runs threaded (`/sys/class/net/<dev>/threaded`), pinned to CPU 1 while
-//! the generator is pinned to CPU 0: the receiver's work is then in one kernel thread whose CPU
-//! time we read, so each configuration gets both a rate (packets the receiver handled per
-//! second) and a cost (receiver CPU ns per packet), which stays meaningful when the generator,
-//! not the receiver, is the bottleneck.
+//! Generator and receiver share one CPU, as a NIC's receive path and its softirq do: after each
+//! batch the generator's CPU runs the receiver's NAPI poll in softirq context. (A receiver on
+//! the other CPU, in a threaded NAPI, was tried: every batch then pays a cross-CPU wake-up,
+//! which on this virtual machine costs more than the filtering being measured.) So the CPU time
+//! of the generator thread (plus that CPU's ksoftirqd, should the kernel defer work to it) is
+//! the cost of generating *and* receiving each packet. That time is what the figures are built
+//! on: the machine is shared, and its scheduler gives this benchmark a varying share of the CPU,
+//! so wall-clock rates are reported too but not compared. The generator's own share is measured
+//! in a run whose receiver refuses the frames, so the receive path's cost can be separated out.
 
 use std::{
+    fmt::Write as _,
     io::Write as _,
     os::fd::OwnedFd,
     path::Path,
     process::{Command, Stdio},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -47,7 +52,7 @@ use super::{
     sys,
 };
 
-/// The pair's subnet: 198.18.200.0/24 and 2001:db8:200::/64.
+/// The pair's subnet: 198.18.200.0/24 and `2001:db8:200::/64`.
 const SUBNET: u8 = 200;
 /// Traffic before the measured interval, so queues and caches are in their steady state.
 const WARMUP: Duration = Duration::from_millis(500);
@@ -55,25 +60,29 @@ const WARMUP: Duration = Duration::from_millis(500);
 const INTERVAL: Duration = Duration::from_secs(2);
 /// Rounds; every configuration is measured once per round, in a rotated order.
 const ROUNDS: usize = 3;
-/// Frames per live-frames call; the generator checks for "stop" between calls.
+/// Wall time the generator aims each live-frames call at. Every call with repeat > 1 swaps
+/// the XDP dispatcher twice, which waits for an RCU grace period: short calls would spend most
+/// of their time asleep. The generator checks for "stop" between calls.
+const GEN_CALL: Duration = Duration::from_millis(200);
+/// Frames in the generator's first call; later calls are sized to last [`GEN_CALL`].
 const GEN_REPEAT: u32 = 1 << 16;
 /// Frames per batch in live-frames mode (the kernel's default NAPI weight).
 const GEN_BATCH: u32 = 64;
-/// Nice value of the generator and the receiver thread. The machine is shared: at the default
-/// priority a compiler on the same CPU takes most of it and the figures measure the scheduler.
-/// Still SCHED_OTHER, so nothing else starves outright.
-const NICE: i32 = -20;
+/// The CPU generator and receiver run on.
+const CPU: usize = 0;
 /// A host of another role (a hypervisor, RHV-H12 opens Geneve udp/6081 to it).
 const HYPERVISOR: [u8; 4] = [198, 18, 2, 5];
 
 /// What handles the traffic on the receiver veth.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Receiver {
     /// portguard with the RHV host policy, native XDP.
     Portguard,
-    /// `portguard_drop`: XDP_DROP, the limit for dropped traffic.
+    /// The same with auditing off (the site default audits denials, rate-limited).
+    PortguardQuiet,
+    /// `portguard_drop`: `XDP_DROP`, the limit for dropped traffic.
     XdpDrop,
-    /// `portguard_noop`: XDP_PASS, the limit for passed traffic.
+    /// `portguard_noop`: `XDP_PASS`, the limit for passed traffic.
     XdpPass,
     /// No XDP program; nftables `inet` chain on the ingress hook of the veth, stateless.
     NftIngress,
@@ -82,23 +91,29 @@ enum Receiver {
     /// No XDP program; nftables input hook with `ct state established,related accept` first,
     /// as firewalld writes it (conntrack on every packet).
     NftInputCt,
+    /// No receive path at all: GRO off and no XDP program leave the veth without a NAPI
+    /// context, so it refuses every frame. What remains is the generator's own cost.
+    Refused,
 }
 
 impl Receiver {
     fn key(self) -> &'static str {
         match self {
             Receiver::Portguard => "portguard",
+            Receiver::PortguardQuiet => "portguard_audit_off",
             Receiver::XdpDrop => "xdp_drop",
             Receiver::XdpPass => "xdp_pass",
             Receiver::NftIngress => "nft_ingress",
             Receiver::NftInput => "nft_input",
             Receiver::NftInputCt => "nft_input_ct",
+            Receiver::Refused => "generator_only",
         }
     }
 
     fn label(self) -> &'static str {
         match self {
-            Receiver::Portguard => "portguard (XDP, native), RHV host policy",
+            Receiver::Portguard => "portguard (XDP native), RHV host policy",
+            Receiver::PortguardQuiet => "portguard, auditing off",
             Receiver::XdpDrop => "`portguard_drop` (XDP_DROP): the limit",
             Receiver::XdpPass => "`portguard_noop` (XDP_PASS): the limit",
             Receiver::NftIngress => "nftables, inet ingress hook on the veth, same rules",
@@ -106,6 +121,7 @@ impl Receiver {
             Receiver::NftInputCt => {
                 "nftables, input hook + `ct state established,related accept` (firewalld-style)"
             }
+            Receiver::Refused => "no receiver (frames refused): the generator alone",
         }
     }
 
@@ -114,6 +130,17 @@ impl Receiver {
             self,
             Receiver::NftIngress | Receiver::NftInput | Receiver::NftInputCt
         )
+    }
+
+    /// The program to attach and the datapath (0: site config, 1: auditing off) it comes from.
+    fn xdp(self) -> Option<(usize, &'static str)> {
+        match self {
+            Receiver::Portguard => Some((0, PROGRAM)),
+            Receiver::PortguardQuiet => Some((1, PROGRAM)),
+            Receiver::XdpDrop => Some((0, DROP_PROGRAM)),
+            Receiver::XdpPass => Some((0, NOOP_PROGRAM)),
+            _ => None,
+        }
     }
 }
 
@@ -124,6 +151,8 @@ struct Traffic {
     frame: Vec<u8>,
     /// The baseline its ratios are taken against.
     limit: Receiver,
+    /// Receivers measured with it.
+    receivers: Vec<Receiver>,
     /// portguard's counter that must count every packet the receiver handled.
     counted_by: Counted,
 }
@@ -242,7 +271,7 @@ fn icmp(kw: &str, types: &[std::ops::RangeInclusive<u8>], code: Option<u8>) -> S
         .collect();
     let mut s = format!("{kw} type {{ {} }}", t.join(", "));
     if let Some(c) = code {
-        s.push_str(&format!(" {kw} code {c}"));
+        let _ = write!(s, " {kw} code {c}");
     }
     s
 }
@@ -260,7 +289,7 @@ fn nft_ruleset(r: Receiver, dev: &str, rules: &[String]) -> String {
         s.push_str("    ct state established,related accept\n");
     }
     for rule in rules {
-        s.push_str(&format!("    {rule}\n"));
+        let _ = writeln!(s, "    {rule}");
     }
     s.push_str("    counter drop\n  }\n}\n");
     s
@@ -325,52 +354,52 @@ fn run_ns(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The NAPI kernel thread of `dev` (`napi/<dev>-<id>`, a child of kthreadd), if exactly one.
-/// Recent kernels show a kernel thread's full name in `comm`; older ones cut it at 15 bytes.
-fn napi_thread(dev: &str) -> Option<i32> {
-    let full = format!("napi/{dev}-");
-    let named = |comm: &str| match comm.strip_prefix(&full) {
-        Some(id) => !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
-        None => comm.len() == 15 && full.starts_with(comm),
-    };
-    let found: Vec<i32> = std::fs::read_dir("/proc")
+/// The `ksoftirqd` thread of `cpu` (a child of kthreadd).
+fn ksoftirqd(cpu: usize) -> Option<i32> {
+    let want = format!("ksoftirqd/{cpu}");
+    std::fs::read_dir("/proc")
         .ok()?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            named(comm.trim_end())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .unwrap_or_default()
+                .trim_end()
+                == want
                 && std::fs::read_to_string(format!("/proc/{pid}/status"))
                     .unwrap_or_default()
                     .lines()
                     .any(|l| l == "PPid:\t2")
         })
-        .collect();
-    (found.len() == 1).then(|| found[0])
 }
 
 /// One measured interval.
 #[derive(Clone, Copy, Debug, Default)]
 struct Sample {
-    /// Packets the receiver handled per second.
+    /// Packets the receiver handled per wall-clock second.
     pps: f64,
-    /// Frames the generator sent per second.
+    /// Frames the generator sent per wall-clock second.
     offered: f64,
     /// Frames per second lost before the receiver (its queue full), per `rx_dropped`.
     lost: f64,
-    /// Receiver NAPI thread CPU ns per handled packet.
+    /// CPU ns (generator thread + ksoftirqd of its CPU) per packet handled, or per frame sent
+    /// when nothing receives.
     cpu_ns: f64,
-    /// Receiver NAPI thread CPU utilisation, 0..1.
-    busy: f64,
+    /// CPU time / wall time of the generator (and ksoftirqd), 0..1: below 1 while the
+    /// machine's other users hold the CPU, or while a call waits for an RCU grace period.
+    share: f64,
     /// What the filter itself counted / packets handled (1.0 = every packet accounted for).
-    accounted: f64,
+    counted: f64,
 }
 
-/// The generator: a thread in the sender's namespace, pinned to CPU 0, running live frames
+/// The generator: a thread in the sender's namespace, pinned to [`CPU`], running live frames
 /// until told to stop.
 struct Generator {
     stop: Arc<AtomicBool>,
+    /// Frames sent, updated after each call.
     sent: Arc<AtomicU64>,
-    tid: Arc<std::sync::atomic::AtomicI32>,
+    /// The generator thread's CPU time in those calls.
+    cpu: Arc<AtomicU64>,
+    tid: Arc<AtomicI32>,
     handle: thread::JoinHandle<std::io::Result<()>>,
 }
 
@@ -378,23 +407,31 @@ impl Generator {
     fn start(ns_path: String, prog: Arc<OwnedFd>, frame: Vec<u8>, ifindex: u32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
-        let tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
-        let (s, n, t) = (stop.clone(), sent.clone(), tid.clone());
+        let cpu = Arc::new(AtomicU64::new(0));
+        let tid = Arc::new(AtomicI32::new(0));
+        let (s, n, c, t) = (stop.clone(), sent.clone(), cpu.clone(), tid.clone());
         let handle = thread::spawn(move || {
-            // SAFETY: plain syscall.
-            t.store(unsafe { libc::gettid() }, Ordering::Relaxed);
             enter(&ns_path);
-            let _ = sys::pin_to_cpu(0, 0);
-            let _ = sys::set_nice(0, NICE);
+            sys::pin_to_cpu(0, CPU)?;
+            // SAFETY: plain syscall.
+            t.store(unsafe { libc::gettid() }, Ordering::Release);
+            let mut repeat = GEN_REPEAT;
             while !s.load(Ordering::Relaxed) {
-                sys::live_frames(&prog, &frame, ifindex, GEN_REPEAT, GEN_BATCH)?;
-                n.fetch_add(u64::from(GEN_REPEAT), Ordering::Relaxed);
+                let (wall, cpu0) = (Instant::now(), sys::thread_cpu_ns());
+                sys::live_frames(&prog, &frame, ifindex, repeat, GEN_BATCH)?;
+                c.fetch_add(sys::thread_cpu_ns() - cpu0, Ordering::Relaxed);
+                n.fetch_add(u64::from(repeat), Ordering::Relaxed);
+                let scale = GEN_CALL.as_secs_f64() / wall.elapsed().as_secs_f64().max(1e-6);
+                #[expect(clippy::cast_sign_loss, reason = "clamped to 1e4..=1e8 first")]
+                let next = (f64::from(repeat) * scale).clamp(1e4, 1e8) as u32;
+                repeat = next;
             }
             Ok(())
         });
         Generator {
             stop,
             sent,
+            cpu,
             tid,
             handle,
         }
@@ -415,49 +452,83 @@ struct Rig {
     b_ns: String,
     b_if: String,
     a_ifindex: u32,
-    napi: Option<i32>,
+    softirqd: Option<i32>,
     gen_prog: Arc<OwnedFd>,
     nft_rules: Vec<String>,
 }
 
 impl Rig {
+    fn configure(&self, dps: &mut [Datapath], r: Receiver) -> Option<(usize, XdpLinkId)> {
+        if let Some((i, name)) = r.xdp() {
+            let id = dps[i]
+                .load_program(name)
+                .expect("program")
+                .attach(&self.b_if, XdpMode::Driver)
+                .expect("attach to the receiver veth (native mode)");
+            return Some((i, id));
+        }
+        if r.nft() {
+            nft(
+                &self.b_ns,
+                &["-f", "-"],
+                &nft_ruleset(r, &self.b_if, &self.nft_rules),
+            );
+        } else {
+            self.gro(false);
+        }
+        None
+    }
+
+    fn unconfigure(&self, dps: &mut [Datapath], r: Receiver, link: Option<(usize, XdpLinkId)>) {
+        if let (Some((i, id)), Some((_, name))) = (link, r.xdp()) {
+            dps[i]
+                .load_program(name)
+                .expect("program")
+                .detach(id)
+                .expect("detach");
+        } else if r.nft() {
+            nft(&self.b_ns, &["delete", "table", "inet", "pgbench"], "");
+        } else {
+            self.gro(true);
+        }
+    }
+
+    /// GRO on gives the veth a NAPI context with no XDP program attached, so the nftables runs
+    /// receive the generator's frames the same way the XDP runs do; off (and no program) takes
+    /// it away.
+    fn gro(&self, on: bool) {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.b_ns, "ethtool", "-K", &self.b_if, "gro",
+            ])
+            .arg(if on { "on" } else { "off" })
+            .output()
+            .expect("run ethtool");
+        assert!(
+            out.status.success(),
+            "ethtool: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Measure one receiver on one traffic. Runs on a thread inside the receiver namespace.
-    fn measure(&self, dp: &mut Datapath, r: Receiver, t: &Traffic) -> Sample {
-        let link: Option<(&'static str, XdpLinkId)> = match r {
-            Receiver::Portguard | Receiver::XdpDrop | Receiver::XdpPass => {
-                let name = match r {
-                    Receiver::Portguard => PROGRAM,
-                    Receiver::XdpDrop => DROP_PROGRAM,
-                    _ => NOOP_PROGRAM,
-                };
-                let id = dp
-                    .load_program(name)
-                    .expect("program")
-                    .attach(&self.b_if, XdpMode::Driver)
-                    .expect("attach to the receiver veth (native mode)");
-                Some((name, id))
-            }
-            _ => {
-                nft(
-                    &self.b_ns,
-                    &["-f", "-"],
-                    &nft_ruleset(r, &self.b_if, &self.nft_rules),
-                );
-                None
-            }
-        };
-        let counted = |dp: &Datapath| -> u64 {
+    fn measure(&self, dps: &mut [Datapath], r: Receiver, t: &Traffic) -> Sample {
+        let link = self.configure(dps, r);
+        let counted = |dps: &[Datapath]| -> u64 {
             if r.nft() {
                 return nft_dropped(&self.b_ns);
             }
+            let Some((i, PROGRAM)) = r.xdp() else {
+                return 0;
+            };
             match t.counted_by {
-                Counted::Reason(reason) => dp
+                Counted::Reason(reason) => dps[i]
                     .reason_counters()
                     .expect("counters")
                     .iter()
                     .find(|(x, _)| *x == reason)
                     .map_or(0, |(_, c)| c.packets),
-                Counted::Rule(slot) => dp.rule_counters(slot).expect("counters").packets,
+                Counted::Rule(slot) => dps[i].rule_counters(slot).expect("counters").packets,
             }
         };
         let generator = Generator::start(
@@ -467,57 +538,63 @@ impl Rig {
             self.a_ifindex,
         );
         thread::sleep(WARMUP);
-        let snap = |dp: &Datapath| {
+        let tid = generator.tid.load(Ordering::Acquire);
+        assert_ne!(tid, 0, "the generator did not start");
+        let snap = |dps: &[Datapath]| {
             let at = Instant::now();
             let (rx, lost) = dev_stats(&self.b_if);
-            let cpu = run_ns(self.napi.unwrap_or(generator.tid.load(Ordering::Relaxed)));
+            let cpu = run_ns(tid) + self.softirqd.map_or(0, run_ns);
             let sent = generator.sent.load(Ordering::Relaxed);
-            (at, rx, lost, cpu, sent, counted(dp))
+            let gen_cpu = generator.cpu.load(Ordering::Relaxed);
+            (at, rx, lost, cpu, sent, counted(dps), gen_cpu)
         };
-        let s0 = snap(dp);
+        let s0 = snap(dps);
         thread::sleep(INTERVAL);
-        let s1 = snap(dp);
+        let s1 = snap(dps);
         generator.finish();
-        match link {
-            Some((name, id)) => dp
-                .load_program(name)
-                .expect("program")
-                .detach(id)
-                .expect("detach"),
-            None => {
-                nft(&self.b_ns, &["delete", "table", "inet", "pgbench"], "");
-            }
-        }
+        self.unconfigure(dps, r, link);
         let dt = (s1.0 - s0.0).as_secs_f64();
         let rx = (s1.1 - s0.1) as f64;
+        let sent = (s1.4 - s0.4) as f64;
         let cpu = (s1.3 - s0.3) as f64;
-        // Portguard and nftables count what they drop (or, for passed traffic, portguard
-        // counts its rule); the limits and nftables' accept rules count nothing.
-        let accounted = match r {
-            Receiver::Portguard => (s1.5 - s0.5) as f64 / rx,
-            _ if r.nft() && t.limit == Receiver::XdpDrop => (s1.5 - s0.5) as f64 / rx,
-            _ => f64::NAN,
+        if r == Receiver::Refused {
+            assert!(rx == 0.0, "a veth without NAPI received {rx} frames");
+        }
+        // portguard counts every packet on a rule or reason; nftables' final rule counts what
+        // it drops. The limits count nothing, nor do nftables' accept rules.
+        let counted = if r.xdp().is_some_and(|(_, p)| p == PROGRAM)
+            || (r.nft() && t.limit == Receiver::XdpDrop)
+        {
+            (s1.5 - s0.5) as f64 / rx
+        } else {
+            f64::NAN
         };
         Sample {
             pps: rx / dt,
-            offered: (s1.4 - s0.4) as f64 / dt,
+            offered: sent / dt,
             lost: (s1.2 - s0.2) as f64 / dt,
-            cpu_ns: cpu / rx,
-            busy: cpu / 1e9 / dt,
-            accounted,
+            // Nothing is received without a receiver: the cost per frame sent, from the
+            // generator's own accounting of whole calls.
+            cpu_ns: if r == Receiver::Refused {
+                (s1.6 - s0.6) as f64 / sent
+            } else {
+                cpu / rx
+            },
+            share: cpu / 1e9 / dt,
+            counted,
         }
     }
 }
 
 /// Medians over rounds.
-struct Result {
+struct Measured {
     traffic: &'static str,
     receiver: Receiver,
     s: Sample,
-    pps_rounds: Vec<f64>,
+    cpu_rounds: Vec<f64>,
 }
 
-fn setup_receiver(pair: &Pair) -> Option<i32> {
+fn setup_receiver(pair: &Pair) {
     let b = &pair.b;
     let dev = &pair.b_if;
     b.exec(&["sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=0"]);
@@ -527,36 +604,7 @@ fn setup_receiver(pair: &Pair) -> Option<i32> {
         "-w",
         &format!("net.ipv4.conf.{dev}.rp_filter=0"),
     ]);
-    // GRO gives the veth a NAPI context even with no XDP program, so the nftables runs receive
-    // the generator's frames the same way; threaded NAPI moves that context into a kernel
-    // thread that can be pinned and timed.
     b.exec(&["ethtool", "-K", dev, "gro", "on"]);
-    if std::env::var_os("PGBENCH_SOFTIRQ").is_some() {
-        return None;
-    }
-    let threaded = b.output(&[
-        "sh",
-        "-c",
-        &format!("echo 1 > /sys/class/net/{dev}/threaded"),
-    ]);
-    if !threaded.status.success() {
-        eprintln!(
-            "portguard-bench: threaded NAPI unavailable ({}); receiver CPU not measured",
-            String::from_utf8_lossy(&threaded.stderr).trim()
-        );
-        return None;
-    }
-    let Some(pid) = napi_thread(dev) else {
-        eprintln!(
-            "portguard-bench: no single NAPI thread of {dev} found; receiver CPU not measured"
-        );
-        return None;
-    };
-    if thread::available_parallelism().map_or(1, usize::from) >= 2 {
-        sys::pin_to_cpu(pid, 1).expect("pin the receiver's NAPI thread");
-    }
-    sys::set_nice(pid, NICE).expect("raise the receiver's NAPI thread priority");
-    Some(pid)
 }
 
 fn mac_of(pair: &Pair) -> [u8; 6] {
@@ -581,6 +629,11 @@ fn mpps(x: f64) -> String {
     format!("{:.3}", x / 1e6)
 }
 
+/// Mpps a CPU would sustain at `ns` CPU nanoseconds per packet.
+fn per_cpu(ns: f64) -> f64 {
+    1e3 / ns
+}
+
 #[expect(
     clippy::too_many_lines,
     reason = "one linear script: set up, measure, tabulate"
@@ -588,7 +641,7 @@ fn mpps(x: f64) -> String {
 pub(crate) fn run(root: &Path) -> Report {
     let hp = rhv_policy(root);
     let pair = Pair::new(SUBNET, 1500);
-    let napi = setup_receiver(&pair);
+    setup_receiver(&pair);
     let mac = mac_of(&pair);
     let std::net::IpAddr::V4(a4) = pair.a4 else {
         unreachable!("Pair gives IPv4 addresses")
@@ -596,48 +649,58 @@ pub(crate) fn run(root: &Path) -> Report {
     let std::net::IpAddr::V4(b4) = pair.b4 else {
         unreachable!("Pair gives IPv4 addresses")
     };
-    let drop_frame = finish(
-        Frame::v4(
-            a4.octets(),
-            b4.octets(),
-            L4::Tcp {
-                sport: 40000,
-                dport: 23,
-                flags: 0x02,
-            },
-        )
-        .build(),
-        mac,
+    let syn = Frame::v4(
+        a4.octets(),
+        b4.octets(),
+        L4::Tcp {
+            sport: 40000,
+            dport: 23,
+            flags: 0x02,
+        },
     );
-    let pass_frame = finish(
-        Frame::v4(
-            HYPERVISOR,
-            b4.octets(),
-            L4::Udp {
-                sport: 40000,
-                dport: 6081,
-            },
-        )
-        .build(),
-        mac,
+    let geneve = Frame::v4(
+        HYPERVISOR,
+        b4.octets(),
+        L4::Udp {
+            sport: 40000,
+            dport: 6081,
+        },
     );
-    let traffic = vec![
+    let traffic = [
         Traffic {
             key: "drop",
-            label: "out-of-matrix traffic (TCP SYN to port 23 from 198.18.200.1, a source with no role): dropped",
-            frame: drop_frame,
+            label: "out-of-matrix traffic (TCP SYN to port 23 from 198.18.200.1, a source with \
+                    no role): dropped",
+            frame: finish(syn.build(), mac),
             limit: Receiver::XdpDrop,
+            receivers: vec![
+                Receiver::Portguard,
+                Receiver::PortguardQuiet,
+                Receiver::XdpDrop,
+                Receiver::NftIngress,
+                Receiver::NftInput,
+                Receiver::NftInputCt,
+                Receiver::Refused,
+            ],
             counted_by: Counted::Reason(Reason::PortNotOpen),
         },
         Traffic {
             key: "pass",
-            label: "in-matrix traffic (UDP to port 6081, Geneve, RHV-H12, from hypervisor 198.18.2.5): passed to the stack",
-            frame: pass_frame,
+            label: "in-matrix traffic (UDP to port 6081, Geneve, RHV-H12, from hypervisor \
+                    198.18.2.5): passed to the stack",
+            frame: finish(geneve.build(), mac),
             limit: Receiver::XdpPass,
+            receivers: vec![
+                Receiver::Portguard,
+                Receiver::XdpPass,
+                Receiver::NftIngress,
+                Receiver::NftInput,
+                Receiver::NftInputCt,
+            ],
             counted_by: Counted::Rule(slot_of(&hp, "RHV-H12")),
         },
     ];
-    let traffic_labels: Vec<(&'static str, &'static str)> =
+    let labels: Vec<(&'static str, &'static str)> =
         traffic.iter().map(|t| (t.key, t.label)).collect();
     let a_if = pair.a_if.clone();
     let a_ifindex = pair
@@ -649,43 +712,41 @@ pub(crate) fn run(root: &Path) -> Report {
         b_ns: pair.b.name.clone(),
         b_if: pair.b_if.clone(),
         a_ifindex,
-        napi,
+        softirqd: ksoftirqd(CPU),
         gen_prog: Arc::new(sys::load_xdp_tx().expect("load the XDP_TX generator program")),
         nft_rules: nft_rules(&hp.rules),
     };
     let nft_chain_len = rig.nft_rules.len();
     let tables = hp.tables.clone();
     let (b4ip, b6ip) = (pair.b4, pair.b6);
-    let results: Vec<Result> = pair.b.run(move || {
-        let pins = PinDir::new();
-        let mut dp = Datapath::load(&tables, &pins.0).expect("load the XDP program");
-        dp.set_local_addrs(&[b4ip, b6ip], &[])
-            .expect("local addresses");
-        for p in [PROGRAM, DROP_PROGRAM, NOOP_PROGRAM] {
-            dp.load_program(p).expect("load program");
+    let results: Vec<Measured> = pair.b.run(move || {
+        let pins = [PinDir::new(), PinDir::new()];
+        let mut quiet = tables.clone();
+        quiet.config.audit_rate = 0;
+        let mut dps = [&tables, &quiet].map(|_| None::<Datapath>);
+        for (i, t) in [&tables, &quiet].into_iter().enumerate() {
+            let mut dp = Datapath::load(t, &pins[i].0).expect("load the XDP program");
+            dp.set_local_addrs(&[b4ip, b6ip], &[])
+                .expect("local addresses");
+            for p in [PROGRAM, DROP_PROGRAM, NOOP_PROGRAM] {
+                dp.load_program(p).expect("load program");
+            }
+            dps[i] = Some(dp);
         }
-        let receivers = |t: &Traffic| {
-            [
-                Receiver::Portguard,
-                t.limit,
-                Receiver::NftIngress,
-                Receiver::NftInput,
-                Receiver::NftInputCt,
-            ]
-        };
+        let mut dps = dps.map(|d| d.expect("loaded"));
         let mut samples: Vec<(usize, Receiver, Vec<Sample>)> = Vec::new();
         for round in 0..ROUNDS {
             for (ti, t) in traffic.iter().enumerate() {
-                let rs = receivers(t);
-                for k in 0..rs.len() {
-                    let r = rs[(k + round) % rs.len()];
+                let n = t.receivers.len();
+                for k in 0..n {
+                    let r = t.receivers[(k + round) % n];
                     eprintln!(
                         "portguard-bench: throughput: round {}/{ROUNDS}, {} traffic, {}",
                         round + 1,
                         t.key,
                         r.key()
                     );
-                    let s = rig.measure(&mut dp, r, t);
+                    let s = rig.measure(&mut dps, r, t);
                     match samples.iter_mut().find(|(i, x, _)| *i == ti && *x == r) {
                         Some((_, _, v)) => v.push(s),
                         None => samples.push((ti, r, vec![s])),
@@ -693,11 +754,11 @@ pub(crate) fn run(root: &Path) -> Report {
                 }
             }
         }
-        let mut out: Vec<Result> = samples
+        let mut out: Vec<Measured> = samples
             .into_iter()
             .map(|(ti, r, v)| {
                 let m = |f: fn(&Sample) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
-                Result {
+                Measured {
                     traffic: traffic[ti].key,
                     receiver: r,
                     s: Sample {
@@ -705,15 +766,15 @@ pub(crate) fn run(root: &Path) -> Report {
                         offered: m(|s| s.offered),
                         lost: m(|s| s.lost),
                         cpu_ns: m(|s| s.cpu_ns),
-                        busy: m(|s| s.busy),
-                        accounted: m(|s| s.accounted),
+                        share: m(|s| s.share),
+                        counted: m(|s| s.counted),
                     },
-                    pps_rounds: v.iter().map(|s| s.pps).collect(),
+                    cpu_rounds: v.iter().map(|s| s.cpu_ns).collect(),
                 }
             })
             .collect();
-        out.sort_by_key(|r| (r.traffic != "drop", r.receiver as u8));
-        drop(dp);
+        out.sort_by_key(|r| (r.traffic != "drop", r.receiver));
+        drop(dps);
         drop(pins);
         out
     });
@@ -725,50 +786,65 @@ pub(crate) fn run(root: &Path) -> Report {
             .find(|x| x.traffic == t && x.receiver == r)
             .expect("measured")
     };
+    let gen_ns = find("drop", Receiver::Refused).s.cpu_ns;
     let mut md = format!(
         "Policy: `policies/examples/rhv.toml` for role `rhv.host` ({} rules; nftables: the same \
-         rules as {nft_chain_len} `accept` rules in one chain, then `counter drop`). Receiver: \
-         veth in a namespace of the benchmark's own, native XDP, GRO on, threaded NAPI pinned to \
-         CPU 1. Generator: BPF_PROG_TEST_RUN live-frames mode (`XDP_TX`, batch {GEN_BATCH}) on \
-         the peer veth, pinned to CPU 0; 60-byte frames, one flow. Each figure: median of \
-         {ROUNDS} rounds of {:.1} s (after {:.1} s warm-up), configurations interleaved.\n\n\
-         *rx Mpps*: packets the receiver handled per second (`rx_packets`); *× limit*: against \
-         the XDP_DROP (dropped traffic) or XDP_PASS (passed traffic) program on the same traffic \
-         in the same run; *CPU ns/pkt*: the receiver's NAPI thread CPU time per packet — its \
-         cost, valid even when the generator, not the receiver, sets the rate; *busy*: that \
-         thread's CPU use; *lost*: frames the sender could not queue (receiver full); \
-         *counted*: packets the filter itself counted / packets handled.\n\n",
+         rules as {nft_chain_len} `accept` rules in one `inet` chain, then `counter drop`; \
+         stateless but for the `ct` variant). Receiver: veth in a namespace of the benchmark's \
+         own, native XDP, GRO on. Generator: BPF_PROG_TEST_RUN in live-frames mode, an `XDP_TX` \
+         program on the peer veth (batch {GEN_BATCH}), 60-byte frames, one flow; generator and \
+         receiver share CPU {CPU} (the receive path runs in softirq after each batch, as a NIC's \
+         does). Each figure: median of {ROUNDS} rounds of {:.0} s after {:.1} s of warm-up, \
+         configurations interleaved.\n\n\
+         *CPU ns/pkt*: CPU time of the generator thread and CPU {CPU}'s ksoftirqd per packet \
+         received — generating and receiving it. *Mpps/CPU* = 1000 / that: the rate one CPU \
+         sustains; *× limit*: against XDP_DROP (dropped traffic) or XDP_PASS (passed traffic), \
+         from those CPU times. *receive ns* = CPU ns/pkt − the generator's own {gen_ns:.1} ns \
+         (the \"generator alone\" row): the receive path's cost. *wall Mpps*: packets received \
+         per second of wall-clock time, and *CPU share*: CPU time / wall time of the generator — \
+         below 100% while the machine's other users hold CPU {CPU}: these two are not compared. \
+         *lost*: frames the receiver's queue refused; *counted*: packets the filter counted / \
+         packets received.\n\n",
         hp.rules.len(),
         INTERVAL.as_secs_f64(),
         WARMUP.as_secs_f64()
     );
-    for t in &traffic_labels {
-        let (t, label) = (t.0, t.1);
-        md.push_str(&format!("## {label}\n\n"));
+    for (t, label) in &labels {
+        let _ = write!(md, "## {label}\n\n");
+        let limit = find(
+            t,
+            if *t == "drop" {
+                Receiver::XdpDrop
+            } else {
+                Receiver::XdpPass
+            },
+        );
         let rows: Vec<Vec<String>> = results
             .iter()
-            .filter(|x| x.traffic == t)
+            .filter(|x| x.traffic == *t)
             .map(|x| {
-                let limit = find(
-                    t,
-                    if t == "drop" {
-                        Receiver::XdpDrop
-                    } else {
-                        Receiver::XdpPass
-                    },
-                );
+                let refused = x.receiver == Receiver::Refused;
                 vec![
                     x.receiver.label().to_owned(),
-                    mpps(x.s.pps),
-                    format!("{:.2}", x.s.pps / limit.s.pps),
-                    na(x.s.cpu_ns, format!("{:.1}", x.s.cpu_ns)),
-                    na(x.s.busy, format!("{:.0}%", x.s.busy * 100.0)),
-                    mpps(x.s.offered),
+                    format!("{:.1}", x.s.cpu_ns),
+                    format!("{:.2}", per_cpu(x.s.cpu_ns)),
+                    if refused {
+                        "–".to_owned()
+                    } else {
+                        format!("**{:.2}**", limit.s.cpu_ns / x.s.cpu_ns)
+                    },
+                    if refused {
+                        "–".to_owned()
+                    } else {
+                        format!("{:.1}", x.s.cpu_ns - gen_ns)
+                    },
+                    mpps(if refused { x.s.offered } else { x.s.pps }),
+                    format!("{:.0}%", x.s.share * 100.0),
                     mpps(x.s.lost),
-                    na(x.s.accounted, format!("{:.3}", x.s.accounted)),
-                    x.pps_rounds
+                    na(x.s.counted, format!("{:.3}", x.s.counted)),
+                    x.cpu_rounds
                         .iter()
-                        .map(|p| mpps(*p))
+                        .map(|p| format!("{p:.1}"))
                         .collect::<Vec<_>>()
                         .join(" / "),
                 ]
@@ -777,14 +853,15 @@ pub(crate) fn run(root: &Path) -> Report {
         md.push_str(&table(
             &[
                 "receiver",
-                "rx Mpps",
-                "× limit",
                 "CPU ns/pkt",
-                "busy",
-                "offered Mpps",
+                "Mpps/CPU",
+                "× limit",
+                "receive ns",
+                "wall Mpps",
+                "CPU share",
                 "lost Mpps",
                 "counted",
-                "rx Mpps per round",
+                "CPU ns/pkt per round",
             ],
             &rows,
         ));
@@ -792,47 +869,53 @@ pub(crate) fn run(root: &Path) -> Report {
     }
     let pg = find("drop", Receiver::Portguard);
     let lim = find("drop", Receiver::XdpDrop);
-    let nfts = [
+    let best_nft = [
         Receiver::NftIngress,
         Receiver::NftInput,
         Receiver::NftInputCt,
-    ];
-    let best_nft = nfts
-        .iter()
-        .map(|r| find("drop", *r))
-        .max_by(|a, b| a.s.pps.total_cmp(&b.s.pps))
-        .expect("nft measured");
-    let vs_limit = pg.s.pps / lim.s.pps;
-    let vs_nft = pg.s.pps / best_nft.s.pps;
-    let cpu_vs_nft = best_nft.s.cpu_ns / pg.s.cpu_ns;
-    md.push_str(&format!(
-        "Targets, dropped traffic: ≥ 0.8× XDP_DROP: **{vs_limit:.2}×** — {}; ≥ 5× nftables \
-         (against the fastest variant, {}): **{vs_nft:.2}×** in packets per second — {}; per \
-         packet of receiver CPU, nftables costs {cpu_vs_nft:.1}× what portguard costs.\n",
+    ]
+    .iter()
+    .map(|r| find("drop", *r))
+    .min_by(|a, b| a.s.cpu_ns.total_cmp(&b.s.cpu_ns))
+    .expect("nft measured");
+    let vs_limit = lim.s.cpu_ns / pg.s.cpu_ns;
+    let vs_nft = best_nft.s.cpu_ns / pg.s.cpu_ns;
+    let recv = |x: &Measured| x.s.cpu_ns - gen_ns;
+    let recv_vs_limit = recv(lim) / recv(pg);
+    let recv_vs_nft = recv(best_nft) / recv(pg);
+    let _ = writeln!(
+        md,
+        "Targets, dropped traffic (rates per CPU, generator included): ≥ 0.8× XDP_DROP: \
+         **{vs_limit:.2}×** — {}; ≥ 5× nftables (its fastest variant here, {}): **{vs_nft:.2}×** \
+         — {}. The generator's cost sits in both sides of each ratio and pulls it towards 1; the \
+         receive path alone: {recv_vs_limit:.2}× XDP_DROP, {recv_vs_nft:.1}× nftables.",
         if vs_limit >= 0.8 { "met" } else { "not met" },
         best_nft.receiver.key(),
         if vs_nft >= 5.0 { "met" } else { "not met" },
-    ));
+    );
     let json = serde_json::json!({
         "policy": {"site": "policies/examples/rhv.toml", "roles": ["rhv.host"], "rules": hp.rules.len(), "nft_accept_rules": nft_chain_len},
-        "generator": {"method": "BPF_PROG_TEST_RUN live frames, XDP_TX on the sender veth", "batch": GEN_BATCH, "frame_bytes": 60, "cpu": 0},
-        "receiver": {"xdp_mode": "native", "napi": if napi.is_some() { "threaded, pinned to CPU 1" } else { "softirq (threaded NAPI unavailable)" }},
+        "generator": {"method": "BPF_PROG_TEST_RUN live frames, XDP_TX on the sender veth", "batch": GEN_BATCH, "frame_bytes": 60, "cpu": CPU, "own_cpu_ns_per_frame": round3(gen_ns)},
+        "receiver": {"xdp_mode": "native", "gro": true, "napi": "softirq on the generator's CPU"},
+        "cpu_method": "schedstat run time of the generator thread + ksoftirqd of its CPU, per packet received",
         "rounds": ROUNDS,
         "interval_s": INTERVAL.as_secs_f64(),
         "results": results.iter().map(|x| serde_json::json!({
             "traffic": x.traffic,
             "receiver": x.receiver.key(),
-            "rx_pps": x.s.pps.round(),
-            "rx_pps_rounds": x.pps_rounds.iter().map(|p| p.round()).collect::<Vec<_>>(),
+            "cpu_ns_per_packet": round3(x.s.cpu_ns),
+            "cpu_ns_per_packet_rounds": x.cpu_rounds.iter().map(|v| round3(*v)).collect::<Vec<_>>(),
+            "mpps_per_cpu": round3(per_cpu(x.s.cpu_ns)),
+            "receive_ns_per_packet": if x.receiver == Receiver::Refused { serde_json::Value::Null } else { round3(x.s.cpu_ns - gen_ns).into() },
+            "wall_rx_pps": x.s.pps.round(),
             "offered_pps": x.s.offered.round(),
             "lost_pps": x.s.lost.round(),
-            "receiver_cpu_ns_per_packet": if x.s.cpu_ns.is_nan() { serde_json::Value::Null } else { round3(x.s.cpu_ns).into() },
-            "receiver_busy": if x.s.busy.is_nan() { serde_json::Value::Null } else { round3(x.s.busy).into() },
-            "counted_fraction": if x.s.accounted.is_nan() { serde_json::Value::Null } else { round3(x.s.accounted).into() },
+            "cpu_share": round3(x.s.share),
+            "counted_fraction": if x.s.counted.is_nan() { serde_json::Value::Null } else { round3(x.s.counted).into() },
         })).collect::<Vec<_>>(),
         "targets": {
-            "drop_ge_0_8x_xdp_drop": {"ratio": round3(vs_limit), "met": vs_limit >= 0.8},
-            "drop_ge_5x_nftables": {"against": best_nft.receiver.key(), "ratio": round3(vs_nft), "met": vs_nft >= 5.0, "cpu_per_packet_ratio": round3(cpu_vs_nft)},
+            "drop_ge_0_8x_xdp_drop": {"ratio": round3(vs_limit), "receive_path_ratio": round3(recv_vs_limit), "met": vs_limit >= 0.8},
+            "drop_ge_5x_nftables": {"against": best_nft.receiver.key(), "ratio": round3(vs_nft), "receive_path_ratio": round3(recv_vs_nft), "met": vs_nft >= 5.0},
         }
     });
     Report {
