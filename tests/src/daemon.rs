@@ -370,6 +370,7 @@ impl Drop for Stream {
 // the `rhv-host-ssh` feature, which is what tests switch.
 
 /// A site file for `pair`, in a directory of its own; `ssh` switches RHV-H1.
+#[must_use]
 pub fn site(pair: &Pair, ssh: bool) -> PathBuf {
     let dir = std::env::temp_dir().join(unique("pg-site-"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -416,6 +417,8 @@ pub fn listen(pair: &Pair, port: u16) {
     thread::spawn(move || for _ in l.incoming() {});
 }
 
+/// Whether the peer can open a TCP connection to `port` of the protected side (and send).
+#[must_use]
 pub fn connects(pair: &Pair, port: u16) -> bool {
     let to = SocketAddr::new(pair.b4, port);
     pair.a.run(move || {

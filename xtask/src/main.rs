@@ -2,6 +2,7 @@
 //! read what `setup` installs and what `test` runs.
 
 mod bench;
+mod fuzz;
 mod install;
 mod run;
 mod setup;
@@ -46,6 +47,15 @@ enum Task {
         #[arg(default_value = "all", value_parser = bench::WHICH)]
         which: String,
     },
+    /// Fuzz the policy loader and compiler for a while; failing inputs go to fuzz/failures/.
+    Fuzz {
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 120)]
+        secs: u64,
+        /// Seed of the campaign (default: from the clock; printed either way).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +67,7 @@ fn main() -> ExitCode {
         Task::Lint => lint(),
         Task::Install { prefix, destdir } => install::install(&prefix, destdir.as_deref()),
         Task::Bench { which } => bench::bench(&which),
+        Task::Fuzz { secs, seed } => fuzz::fuzz(secs, seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

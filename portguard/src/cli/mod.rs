@@ -29,7 +29,22 @@ use crate::{
 /// stderr without colour when it is not a terminal, which is how journald keeps them best.
 #[must_use]
 pub fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        // Under systemd: journald stamps the time itself and reads the level from an sd-daemon
+        // `<N>` prefix, so `journalctl -p err -u portguard` filters by severity.
+        logger.format(|buf, record| {
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(buf, "<{priority}>{}", record.args())
+        });
+    }
+    logger.init();
     match run(<Cli as clap::Parser>::parse()) {
         Ok(code) => code,
         Err(e) => {

@@ -23,6 +23,18 @@ use super::{
 /// How long a flow that should be dropped is given before it counts as dropped. Allowed flows
 /// answer within a millisecond on veth; this bounds what every denied flow costs.
 pub const DENY_WAIT: Duration = Duration::from_millis(300);
+/// How long a flow that should be delivered is given. It returns as soon as it is, so this
+/// only costs time when something is wrong, and keeps a busy machine from looking like a drop.
+pub const DELIVER_WAIT: Duration = Duration::from_secs(2);
+
+/// How long to wait for a flow with this expectation to arrive.
+fn wait(exp: Option<&Expected>) -> Duration {
+    if exp.is_none_or(Expected::delivers) {
+        DELIVER_WAIT
+    } else {
+        DENY_WAIT
+    }
+}
 /// How long an accepted connection may take to show up at the listener.
 const ACCEPT_WAIT: Duration = Duration::from_secs(1);
 /// The outsider's TCP service the host connects to.
@@ -186,6 +198,8 @@ struct Leg {
     src_ns: String,
     dst_ns: String,
     family: Family,
+    /// How long to wait for it to arrive.
+    wait: Duration,
 }
 
 /// Sends the planned flows.
@@ -210,10 +224,10 @@ fn unspecified(family: Family) -> IpAddr {
     }
 }
 
-/// Connect with [`DENY_WAIT`]: `Some(stream)` when connected, `None` when nothing answered
-/// in time, an error for anything else; `refused` reports a RST (the host's stack answered).
-fn connect(ns: &str, to: SocketAddr) -> anyhow::Result<Result<TcpStream, bool>> {
-    let r = in_ns(ns, move || TcpStream::connect_timeout(&to, DENY_WAIT))?;
+/// Connect within `wait`: the stream when connected, `Err(true)` for a RST (the other stack
+/// answered), `Err(false)` when nothing answered in time; an error for anything else.
+fn connect(ns: &str, to: SocketAddr, wait: Duration) -> anyhow::Result<Result<TcpStream, bool>> {
+    let r = in_ns(ns, move || TcpStream::connect_timeout(&to, wait))?;
     match r {
         Ok(s) => Ok(Ok(s)),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(Err(true)),
@@ -336,19 +350,22 @@ impl<'a> Runner<'a> {
         l4: L4,
     ) -> anyhow::Result<()> {
         let dst_i = if to == Target::Host { HOST } else { VM };
+        let (src, dst) = (self.addr(from, family)?, self.addr(dst_i, family)?);
+        let expected = self.judge.expect(&Pkt::new(src, dst, l4));
         let leg = Leg {
-            src: self.addr(from, family)?,
-            dst: self.addr(dst_i, family)?,
+            src,
+            dst,
             src_ns: self.ns(from).to_owned(),
             dst_ns: self.ns(dst_i).to_owned(),
             family,
+            wait: wait(Some(&expected)),
         };
         row.from = self.label(from);
         row.to = self.label(dst_i);
-        row.src = Some(leg.src);
-        row.dst = Some(leg.dst);
+        row.src = Some(src);
+        row.dst = Some(dst);
         row.what = l4.label(family);
-        row.expected = Some(self.judge.expect(&Pkt::new(leg.src, leg.dst, l4)));
+        row.expected = Some(expected);
         let (delivered, moved) = match l4 {
             L4::Tcp(port) => self.tcp_in(&leg, port)?,
             L4::Udp(port) => self.udp_in(&leg, port)?,
@@ -366,10 +383,11 @@ impl<'a> Runner<'a> {
         let listener = in_ns(&leg.dst_ns, move || TcpListener::bind(to))?
             .with_context(|| format!("listening on {to} in {}", leg.dst_ns))?;
         listener.set_nonblocking(true)?;
-        self.observer.measure(|| match connect(&leg.src_ns, to)? {
-            Ok(client) => finish_tcp(&listener, client).map(|()| Some(true)),
-            Err(refused) => Ok(Some(refused)),
-        })
+        self.observer
+            .measure(|| match connect(&leg.src_ns, to, leg.wait)? {
+                Ok(client) => finish_tcp(&listener, client).map(|()| Some(true)),
+                Err(refused) => Ok(Some(refused)),
+            })
     }
 
     /// A UDP datagram with a unique token: delivered when the listener reads it.
@@ -377,7 +395,7 @@ impl<'a> Runner<'a> {
         let to = SocketAddr::new(leg.dst, port);
         let rx = in_ns(&leg.dst_ns, move || UdpSocket::bind(to))?
             .with_context(|| format!("binding {to} in {}", leg.dst_ns))?;
-        rx.set_read_timeout(Some(DENY_WAIT))?;
+        rx.set_read_timeout(Some(leg.wait))?;
         let bind = SocketAddr::new(leg.src, 0);
         let tx = in_ns(&leg.src_ns, move || UdpSocket::bind(bind))?
             .with_context(|| format!("binding {bind} in {}", leg.src_ns))?;
@@ -385,7 +403,7 @@ impl<'a> Runner<'a> {
         self.observer.measure(|| {
             tx.send_to(token.as_bytes(), to)
                 .with_context(|| format!("sending to {to} from {}", leg.src_ns))?;
-            let deadline = Instant::now() + DENY_WAIT;
+            let deadline = Instant::now() + leg.wait;
             let mut buf = [0u8; 256];
             while Instant::now() < deadline {
                 match rx.recv_from(&mut buf) {
@@ -421,7 +439,7 @@ impl<'a> Runner<'a> {
         self.observer.measure(|| {
             tx.send_to(&init, leg.dst)?;
             Ok(Some(
-                rx.wait_for(Instant::now() + DENY_WAIT, |p, from| {
+                rx.wait_for(Instant::now() + leg.wait, |p, from| {
                     from == leg.src && wire::is_sctp_init(p, port)
                 })?,
             ))
@@ -446,7 +464,7 @@ impl<'a> Runner<'a> {
             return self.observer.measure(|| {
                 tx.send_to(&msg, dst)?;
                 Ok(Some(tx.wait_for(
-                    Instant::now() + DENY_WAIT,
+                    Instant::now() + leg.wait,
                     |p, from| {
                         from == dst && p.len() >= 6 && p[0] == reply && p[4..6] == id.to_be_bytes()
                     },
@@ -458,7 +476,7 @@ impl<'a> Runner<'a> {
         self.observer.measure(|| {
             tx.send_to(&msg, dst)?;
             Ok(Some(
-                rx.wait_for(Instant::now() + DENY_WAIT, |p, from| {
+                rx.wait_for(Instant::now() + leg.wait, |p, from| {
                     from == src && p.len() >= 2 && p[0] == ty && p[1] == code
                 })?,
             ))
@@ -489,7 +507,9 @@ impl<'a> Runner<'a> {
         let listener = in_ns(&out_ns, move || TcpListener::bind(service))?
             .with_context(|| format!("listening on {service} in {out_ns}"))?;
         listener.set_nonblocking(true)?;
-        let (client, moved) = self.observer.measure(|| connect(&host_ns, service))?;
+        let (client, moved) = self
+            .observer
+            .measure(|| connect(&host_ns, service, DELIVER_WAIT))?;
         let eph = client
             .as_ref()
             .ok()
@@ -542,13 +562,13 @@ impl<'a> Runner<'a> {
             ..Pkt::new(o, h, L4::Tcp(eph))
         }));
         let target = SocketAddr::new(h, eph);
-        let (answer, moved) = self.observer.measure(|| connect(&out_ns, target))?;
+        let limit = wait(syn.expected.as_ref());
+        let (answer, moved) = self.observer.measure(|| connect(&out_ns, target, limit))?;
         // Connected or refused (RST): the host's stack saw the SYN. Silence: it was dropped.
         syn.delivered = Some(!matches!(answer, Err(false)));
         syn.moved = moved;
         drop(answer);
         close_pair(client, server)?;
-        std::thread::sleep(DENY_WAIT / 10);
         Ok(vec![row, syn])
     }
 
@@ -562,7 +582,7 @@ impl<'a> Runner<'a> {
             Ok::<_, io::Error>(s)
         })?
         .context("UDP socket on the host")?;
-        s.set_read_timeout(Some(DENY_WAIT))?;
+        s.set_read_timeout(Some(DELIVER_WAIT))?;
         Ok(s)
     }
 
@@ -650,6 +670,7 @@ impl<'a> Runner<'a> {
             self.judge
                 .expect(&Pkt::new(o, h, L4::Icmp { ty: reply, code: 0 })),
         );
+        let limit = wait(row.expected.as_ref());
         let proto = wire::icmp_proto(family);
         let sock = in_ns(self.ns(HOST), move || Raw::new(family, proto))?
             .context("raw ICMP socket on the host")?;
@@ -658,11 +679,9 @@ impl<'a> Runner<'a> {
         let msg = wire::icmp_message(echo, 0, id, h, o);
         let (delivered, moved) = self.observer.measure(|| {
             sock.send_to(&msg, o)?;
-            Ok(Some(
-                sock.wait_for(Instant::now() + DENY_WAIT, |p, from| {
-                    from == o && p.len() >= 6 && p[0] == reply && p[4..6] == id.to_be_bytes()
-                })?,
-            ))
+            Ok(Some(sock.wait_for(Instant::now() + limit, |p, from| {
+                from == o && p.len() >= 6 && p[0] == reply && p[4..6] == id.to_be_bytes()
+            })?))
         })?;
         row.delivered = delivered;
         row.moved = moved;

@@ -443,7 +443,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     let host = plan.host();
     let judge = Judge::new(&hp, host.addrs());
     println!(
-        "portguard lab `{}`: site {} ({} mode), product files from {}",
+        "portguard lab `{}`: site {}, {} mode, product files from {}",
         opts.prefix,
         src.site_shown,
         if judge.audit() { "audit" } else { "enforce" },

@@ -1,7 +1,11 @@
 //! What the datapath counted for one flow: the pinned counters read just before and just after
 //! it (flows run one at a time), the difference named by rule id and reason.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use portguard_common::reason::Reason;
@@ -16,6 +20,9 @@ use crate::{
 /// Reasons that count background traffic of any network (ARP, multicast such as MLD reports
 /// and router solicitations, other ethertypes), never a flow of the lab: not reported per flow.
 const BACKGROUND: [Reason; 3] = [Reason::Arp, Reason::BroadcastPassed, Reason::NonIpPassed];
+
+/// The longest a flow's counters are watched for its last packets.
+const SETTLE_MAX: Duration = Duration::from_millis(500);
 
 /// One counter that moved during a flow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -65,15 +72,31 @@ impl Observer {
         stats::read(&self.pin_dir, self.slots)
     }
 
-    /// Run `flow` and report the counters it moved.
+    /// Run `flow` and report the counters it moved. The counters are read again once they
+    /// have stopped changing for `settle` (bounded by [`SETTLE_MAX`]), so the last packets of a
+    /// flow (a final ACK) are counted with it and not with the next one, on a busy machine too.
     pub fn measure<T>(
         &self,
         flow: impl FnOnce() -> anyhow::Result<T>,
     ) -> anyhow::Result<(T, Vec<Moved>)> {
         let before = self.sample()?;
         let out = flow()?;
-        std::thread::sleep(self.settle);
-        let after = self.sample()?;
+        let deadline = Instant::now() + SETTLE_MAX;
+        let mut after = self.sample()?;
+        let mut still_since = Instant::now();
+        while Instant::now() < deadline {
+            std::thread::sleep(self.settle / 5);
+            let now = self.sample()?;
+            // Background traffic (multicast, ARP) does not count as the flow still running.
+            if self.moved(&after, &now).is_empty() {
+                if still_since.elapsed() >= self.settle {
+                    break;
+                }
+            } else {
+                after = now;
+                still_since = Instant::now();
+            }
+        }
         Ok((out, self.moved(&before, &after)))
     }
 

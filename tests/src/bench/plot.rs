@@ -8,7 +8,12 @@ use super::scale::Point;
 /// Series: case key, legend, colour, dashed.
 const SERIES: [(&str, &str, &str, bool); 4] = [
     ("allowed_tcp_v4", "allowed TCP/IPv4", "#1f77b4", false),
-    ("denied_tcp_v4", "denied TCP/IPv4", "#d62728", false),
+    (
+        "denied_tcp_v4",
+        "denied TCP/IPv4 (audited)",
+        "#d62728",
+        false,
+    ),
     ("allowed_tcp_v6", "allowed TCP/IPv6", "#2ca02c", false),
     ("noop", "no-op XDP_PASS", "#7f7f7f", true),
 ];
@@ -38,8 +43,8 @@ pub(crate) fn svg(points: &[Point], caption: &str) -> String {
         .iter()
         .flat_map(|p| SERIES.iter().map(move |s| value(p, s.0)))
         .fold(0.0, f64::max);
-    // A round axis top: the next multiple of 10 ns.
-    let ymax = (ymax / 10.0).ceil().max(1.0) * 10.0;
+    // A round axis top: the next multiple of 20 ns, so the four grid steps are round too.
+    let ymax = (ymax / 20.0).ceil().max(1.0) * 20.0;
     let mut s = String::new();
     let _ = write!(
         s,
@@ -130,7 +135,7 @@ pub(crate) fn svg(points: &[Point], caption: &str) -> String {
         }
     }
     for (i, (_, legend, colour, _)) in SERIES.iter().enumerate() {
-        let lx = LEFT + i as f64 * 150.0;
+        let lx = LEFT + i as f64 * 165.0;
         let ly = H + 8.0;
         let _ = write!(
             s,

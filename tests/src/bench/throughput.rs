@@ -400,7 +400,19 @@ struct Generator {
     /// The generator thread's CPU time in those calls.
     cpu: Arc<AtomicU64>,
     tid: Arc<AtomicI32>,
-    handle: thread::JoinHandle<std::io::Result<()>>,
+    /// Taken by `finish`; still there on drop only when a panic unwinds past the generator.
+    handle: Option<thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Drop for Generator {
+    /// Stop the generator even when the measurement panics: its thread holds the sender's
+    /// namespace alive, and the benchmark's namespaces must go when it ends.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl Generator {
@@ -433,13 +445,15 @@ impl Generator {
             sent,
             cpu,
             tid,
-            handle,
+            handle: Some(handle),
         }
     }
 
-    fn finish(self) {
+    fn finish(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         self.handle
+            .take()
+            .expect("running")
             .join()
             .expect("generator thread")
             .expect("BPF_PROG_TEST_RUN in live-frames mode (needs Linux 5.18)");
@@ -539,7 +553,10 @@ impl Rig {
         );
         thread::sleep(WARMUP);
         let tid = generator.tid.load(Ordering::Acquire);
-        assert_ne!(tid, 0, "the generator did not start");
+        assert_ne!(
+            tid, 0,
+            "the generator did not start (live frames need Linux 5.18 and root)"
+        );
         let snap = |dps: &[Datapath]| {
             let at = Instant::now();
             let (rx, lost) = dev_stats(&self.b_if);
