@@ -21,8 +21,9 @@ pub struct Config {
     pub audit_rate: u32,
     /// Token bucket depth: events a CPU may emit in a burst.
     pub audit_burst: u32,
-    /// Explicit padding so the struct has no implicit padding bytes.
-    pub pad: u32,
+    /// [`DIAG_OFF`] or [`DIAG_UNPARSED`]: the program's own diagnostic messages (aya-log).
+    /// Off by default: logging costs a ring write per message, kept off the per-packet path.
+    pub diagnostics: u32,
 }
 
 /// Enforce: denied packets are dropped.
@@ -35,6 +36,11 @@ pub const PASS: u32 = 0;
 pub const JUDGE: u32 = 1;
 /// Drop the class of traffic.
 pub const DROP: u32 = 2;
+
+/// No diagnostic messages from the program.
+pub const DIAG_OFF: u32 = 0;
+/// Log every frame the parser gives up on (malformed, too deep), with its length and why.
+pub const DIAG_UNPARSED: u32 = 1;
 
 const _: () = assert!(size_of::<Config>() == 40);
 

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use portguard_common::{
     classify::Outcome,
-    config::MODE_AUDIT,
+    config::{DIAG_UNPARSED, MODE_AUDIT},
     event::Event,
     packet::{Kind, L4Kind, Packet},
     reason::Reason,
@@ -22,6 +22,18 @@ use crate::{
 const TOKEN: u64 = 1 << 20;
 /// Refill is capped at this much elapsed time, so `elapsed * rate` cannot overflow.
 const MAX_REFILL_NS: u64 = 10_000_000_000;
+
+/// The program's own diagnostic message (aya-log), for frames the parser gave up on: rare by
+/// construction, and only when the site turns diagnostics on. Out of line, scalars only.
+#[inline(never)]
+fn diagnose(ctx: &XdpContext, reason: u32, len: u64) {
+    aya_log_ebpf::warn!(
+        ctx,
+        "portguard: frame of {} bytes not parsed (reason {})",
+        len,
+        reason
+    );
+}
 
 #[inline(always)]
 pub(crate) fn act(ctx: &XdpContext, env: &XdpEnv<'_>, parsed: &Packet, outcome: Outcome) -> u32 {
@@ -38,6 +50,11 @@ pub(crate) fn act(ctx: &XdpContext, env: &XdpEnv<'_>, parsed: &Packet, outcome: 
         }
         Outcome::Deny { reason, .. } => {
             count(&REASON_STATS, reason as u32, len);
+            if env.config.diagnostics == DIAG_UNPARSED
+                && matches!(reason, Reason::Malformed | Reason::TooDeep)
+            {
+                diagnose(ctx, reason as u32, len);
+            }
             report(ctx, env, parsed, &outcome, len);
             if env.config.mode == MODE_AUDIT {
                 count(&REASON_STATS, Reason::AuditPassed as u32, len);

@@ -17,7 +17,7 @@ use portguard_common::{
 
 use crate::maps::{CONFIG, DECISIONS, FRAGS, LOCAL_V4, LOCAL_V6, PORTS, SRC_V4, SRC_V6};
 
-/// TCP_LISTEN in `bpf_sock.state` (include/net/tcp_states.h).
+/// `TCP_LISTEN` in `bpf_sock.state` (`include/net/tcp_states.h`).
 const TCP_LISTEN: u32 = 10;
 
 /// The socket lookup helpers' `netns` argument for "the namespace of the receiving device":

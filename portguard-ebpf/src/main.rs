@@ -7,6 +7,18 @@
 // Inline asm for BPF is still behind a gate; the BPF build uses build-std, so needs a
 // nightly (or RUSTC_BOOTSTRAP) compiler anyway. Used only for a register barrier in parse.rs.
 #![feature(asm_experimental_arch)]
+// Every helper that touches packet pointers is inlined on purpose: the verifier rejects packet
+// pointers passed into BPF subprograms, so "let the compiler decide" is not an option here.
+#![allow(
+    clippy::inline_always,
+    reason = "packet pointers must not cross BPF calls"
+)]
+// aya-ebpf's map methods take keys by reference on the BPF side; clippy, checking this crate
+// for the host, sees a generic that would also take values.
+#![allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "keys are passed as the BPF map API expects them"
+)]
 
 mod act;
 mod env;
@@ -20,6 +32,10 @@ use portguard_common::{classify::classify, packet::Packet};
 /// to interfaces with jumbo MTUs (storage and migration networks); headers are read from the
 /// first buffer only.
 #[xdp(frags)]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the xdp macro's entry signature"
+)]
 fn portguard(ctx: XdpContext) -> u32 {
     let mut packet = Packet::EMPTY;
     parse::parse(&ctx, &mut packet);

@@ -27,7 +27,7 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
     // entry, which the kernel rejects) and keeps the value in a register: no stack slot to reuse.
     // SAFETY: a register-to-itself move; the value is passed through unchanged.
     unsafe {
-        core::arch::asm!("{0} = {0}", inout(reg) p, options(nomem, nostack, preserves_flags))
+        core::arch::asm!("{0} = {0}", inout(reg) p, options(nomem, nostack, preserves_flags));
     };
     if p + size_of::<T>() > end {
         return None;

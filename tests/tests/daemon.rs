@@ -440,3 +440,77 @@ fn status_and_audit_work_for_the_status_group_without_map_access() {
     let mode = std::fs::metadata(&d.pins.0).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
 }
+
+/// MAC address of `dev` in `ns`.
+fn mac(ns: &integration_tests::net::Netns, dev: &str) -> [u8; 6] {
+    let out = ns.output(&["cat", &format!("/sys/class/net/{dev}/address")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut m = [0u8; 6];
+    for (i, part) in text.trim().split(':').enumerate().take(6) {
+        m[i] = u8::from_str_radix(part, 16).unwrap();
+    }
+    m
+}
+
+#[test]
+fn datapath_log_reports_frames_the_parser_gives_up_on() {
+    let pair = Pair::new(69, 1500);
+    let site = site(&pair, false);
+    let d = Daemon::start(&pair.b, &site, &["--datapath-log"]);
+    let (dst, src) = (mac(&pair.b, &pair.b_if), mac(&pair.a, &pair.a_if));
+    let std::net::IpAddr::V4(b4) = pair.b4 else {
+        unreachable!()
+    };
+    let a_if = pair.a_if.clone();
+    // IPv4 with a header length of 3 words: shorter than the minimum, so unparseable.
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&dst);
+    frame.extend_from_slice(&src);
+    frame.extend_from_slice(&[0x08, 0x00, 0x43, 0, 0, 40, 0, 0, 0, 0, 64, 17, 0, 0]);
+    frame.extend_from_slice(&[198, 18, 69, 1]);
+    frame.extend_from_slice(&b4.octets());
+    frame.resize(60, 0);
+    pair.a.run(move || {
+        // SAFETY: a raw packet socket, bound to our veth by index, closed below.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(fd >= 0);
+            let name = std::ffi::CString::new(a_if).unwrap();
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_ifindex = i32::try_from(libc::if_nametoindex(name.as_ptr())).unwrap();
+            addr.sll_halen = 6;
+            addr.sll_addr[..6].copy_from_slice(&dst);
+            for _ in 0..3 {
+                let n = libc::sendto(
+                    fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&raw const addr).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(n, 60, "{}", std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !d.log_text().contains("bytes not parsed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no diagnostic message: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let malformed = d.status()["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reason"] == "malformed")
+        .unwrap()["packets"]
+        .as_u64()
+        .unwrap();
+    assert!(malformed >= 3);
+}

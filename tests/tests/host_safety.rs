@@ -666,7 +666,9 @@ fn neighbours_recover(broadcast: &str, subnet: u8) {
                 .unwrap_or_else(|e| panic!("{what}: peer -> {}: {e}", srv.addr));
         }
     }
-    assert!(at.reason(Reason::Arp) >= 4, "{broadcast}: ARP passed");
+    // At least one ARP frame reaches the host per round; how many more depends on whether a
+    // side learned the other's address from its request before the flush took effect.
+    assert!(at.reason(Reason::Arp) >= 2, "{broadcast}: ARP passed");
     assert!(
         at.hits(c.slot("ESS-ICMPV6-NS-NA")) >= 2,
         "{broadcast}: neighbour advertisements to the host matched the essentials rule"

@@ -115,7 +115,10 @@ fn lint() -> anyhow::Result<()> {
     run::cargo_env(
         &["clippy", "-p", "portguard-ebpf", "--", "-D", "warnings"],
         &[
-            ("RUSTFLAGS", "--cfg=bpf_target_arch=\"x86_64\""),
+            (
+                "RUSTFLAGS",
+                "--cfg=bpf_target_arch=\"x86_64\" -C panic=abort",
+            ),
             ("RUSTC_BOOTSTRAP", "1"),
         ],
     )

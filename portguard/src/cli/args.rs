@@ -154,6 +154,9 @@ pub enum Command {
         /// samples and audit log become readable to it; the maps stay root's.
         #[arg(long, value_name = "GROUP")]
         status_group: Option<String>,
+        /// Have the XDP program report frames it cannot parse, in this log (aya-log).
+        #[arg(long)]
+        datapath_log: bool,
     },
     /// Ask the running daemon to reload the site policy, and report the outcome.
     Reload {

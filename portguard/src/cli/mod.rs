@@ -96,6 +96,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             metrics,
             audit_log,
             status_group,
+            datapath_log,
         } => run::run(
             &policy,
             &host,
@@ -106,6 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 metrics,
                 audit_log,
                 status_group,
+                datapath_log,
             },
         ),
         Command::Reload { state, timeout } => reload::run(&state, timeout),

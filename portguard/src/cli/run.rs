@@ -12,6 +12,7 @@ pub(super) struct Extra {
     pub(super) metrics: Option<SocketAddr>,
     pub(super) audit_log: Option<PathBuf>,
     pub(super) status_group: Option<String>,
+    pub(super) datapath_log: bool,
 }
 
 pub(super) fn run(
@@ -26,6 +27,7 @@ pub(super) fn run(
         metrics,
         audit_log,
         status_group,
+        datapath_log,
     } = extra;
     let status_group = status_group.map(|g| group_id(&g)).transpose()?;
     daemon::run(daemon::Options {
@@ -42,6 +44,7 @@ pub(super) fn run(
         metrics,
         audit_log,
         status_group,
+        datapath_log,
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -286,6 +286,7 @@ pub fn version_of(t: &Tables) -> u64 {
         c.port_classes,
         c.audit_rate,
         c.audit_burst,
+        c.diagnostics,
     ] {
         feed(&v.to_le_bytes());
     }

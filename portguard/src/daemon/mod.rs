@@ -6,6 +6,7 @@
 //! counters. It holds no BPF object between steps, so killing it at any point leaves the last
 //! complete state enforcing, and the next daemon adopts it.
 
+pub mod datapath_log;
 pub mod links;
 pub mod metrics;
 pub mod netwatch;
@@ -62,6 +63,8 @@ pub struct Options {
     pub audit_log: Option<PathBuf>,
     /// Group (id) that may read status and audit without access to the maps.
     pub status_group: Option<u32>,
+    /// Turn on the program's diagnostic messages and forward them to the log.
+    pub datapath_log: bool,
 }
 
 /// A policy compiled and ready to load, not yet in force.
@@ -184,6 +187,7 @@ async fn serve(opts: Options) -> anyhow::Result<()> {
             }
         });
     }
+    let mut diag = daemon.follow_datapath_log(None);
     system::notify("READY=1");
     log::info!("ready");
     loop {
@@ -191,6 +195,7 @@ async fn serve(opts: Options) -> anyhow::Result<()> {
             _ = hup.recv() => {
                 system::notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", system::monotonic_usec()));
                 daemon.reload_or_trial();
+                diag = daemon.follow_datapath_log(diag);
                 // A reload may move the audit log: restart the reader on the new settings.
                 if daemon.audit.as_ref() != auditor.as_ref().map(|a| &a.config) {
                     if let Some(a) = auditor.take() {
@@ -267,7 +272,11 @@ impl Daemon {
             slots::assign(ids.rules.iter().map(|r| r.id.as_str()), &self.state.slots())
                 .context("no free counter slots")?;
         let slot_of = |id: &str| assignment.slots[id];
-        let host = for_host(&policy, &roles, Some(&slot_of))?;
+        let mut host = for_host(&policy, &roles, Some(&slot_of))?;
+        if self.opts.datapath_log {
+            host.tables.config.diagnostics = portguard_common::config::DIAG_UNPARSED;
+            host.tables.config.policy_version = crate::compile::version_of(&host.tables);
+        }
         let version = format!("{:016x}", host.tables.config.policy_version);
         Ok(Compiled {
             policy,
@@ -487,6 +496,27 @@ impl Daemon {
             }
         }
         self.write_state();
+    }
+
+    /// (Re)start forwarding the program's diagnostic messages, if asked for: after every load,
+    /// since each program instance has its own message ring.
+    fn follow_datapath_log(
+        &self,
+        previous: Option<tokio::task::JoinHandle<()>>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if let Some(p) = previous {
+            p.abort();
+        }
+        let iface = self.state.interfaces.first()?.name.clone();
+        if !self.opts.datapath_log {
+            return None;
+        }
+        let pins = self.opts.pin_dir.clone();
+        Some(tokio::spawn(async move {
+            if let Err(e) = datapath_log::follow(pins, iface).await {
+                log::error!("datapath diagnostics: {e:#}");
+            }
+        }))
     }
 
     /// SIGHUP: a plain reload, or a trial if `portguard apply` left a request.

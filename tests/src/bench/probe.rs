@@ -60,6 +60,8 @@ pub(crate) struct Measured {
     pub(crate) ratio: f64,
     /// Spread: the smallest and largest per-round ratio.
     pub(crate) ratio_range: (f64, f64),
+    /// ns/packet of each round, in round order: for comparisons paired within a round.
+    pub(crate) rounds: Vec<f64>,
 }
 
 /// The median of a non-empty sample.
@@ -184,6 +186,7 @@ pub(crate) fn measure(
                 kernel_ns: col(|x| x.1),
                 noop_ns: col(|x| x.2),
                 ratio: median(&ratios),
+                rounds: s.iter().map(|x| x.0).collect(),
                 ratio_range: (
                     ratios.iter().copied().fold(f64::INFINITY, f64::min),
                     ratios.iter().copied().fold(0.0, f64::max),
