@@ -138,14 +138,18 @@ pub fn port_index(p: &Packet) -> Option<u32> {
     Some(slot * PORT_SPACE + key)
 }
 
-/// The fragment key of an IP packet.
+/// The fragment key of an IP packet: what the kernel reassembles by. IPv4 datagrams are
+/// identified by (src, dst, id, protocol); IPv6 ones by (src, dst, id) alone, and the protocol
+/// is no use there anyway: a first fragment's is the upper layer's after the whole header
+/// chain, a later fragment's is whatever follows its fragment header (RFC 8200 puts
+/// destination options there).
 #[must_use]
 pub fn frag_key(p: &Packet) -> FragKey {
     FragKey {
         src: p.src,
         dst: p.dst,
         id: p.frag_id,
-        proto: p.proto,
+        proto: if p.family == Family::V6 { 0 } else { p.proto },
         family: p.family as u8,
         pad: [0; 2],
     }
