@@ -77,6 +77,9 @@ pub enum Command {
         /// Output diagnostics as JSON.
         #[arg(long)]
         json: bool,
+        /// Pass even if the policy would refuse new SSH connections like the one this runs in.
+        #[arg(long)]
+        force: bool,
     },
     /// Show the rules that apply to this host, in the order the datapath evaluates them.
     Compile {
@@ -176,6 +179,9 @@ pub enum Command {
         /// Time to confirm, e.g. 60s, 5m.
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration_secs)]
         confirm_within: u64,
+        /// Apply even if the policy would refuse new SSH connections like the one this runs in.
+        #[arg(long)]
+        force: bool,
     },
     /// Keep the policy on trial.
     Confirm {

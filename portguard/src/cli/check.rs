@@ -5,10 +5,17 @@ use std::process::ExitCode;
 use super::args::PolicyArgs;
 use crate::{paths, policy};
 
-pub(super) fn run(args: &PolicyArgs, json: bool) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: &PolicyArgs, json: bool, force: bool) -> anyhow::Result<ExitCode> {
     let dir = paths::policies_dir(args.policies.as_deref());
     match policy::load(&args.site, &dir) {
         Ok(p) => {
+            if let Some(cut) = super::lockout::session_cut(&p, &[]) {
+                if !force {
+                    eprintln!("{}: error: {cut}", args.site.display());
+                    return Ok(ExitCode::FAILURE);
+                }
+                eprintln!("{}: warning (forced): {cut}", args.site.display());
+            }
             if json {
                 let out = serde_json::json!({ "valid": true, "errors": [], "warnings": p.warnings,
                     "products": p.products, "rules": p.rules.len(),

@@ -7,6 +7,7 @@ mod compile;
 mod detach;
 mod explain;
 mod lab;
+mod lockout;
 mod reload;
 mod run;
 mod status;
@@ -57,7 +58,11 @@ pub fn main() -> ExitCode {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { policy, json } => check::run(&policy, json),
+        Command::Check {
+            policy,
+            json,
+            force,
+        } => check::run(&policy, json, force),
         Command::Compile {
             policy,
             host,
@@ -114,7 +119,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply {
             state,
             confirm_within,
-        } => trial::apply(&state, confirm_within),
+            force,
+        } => trial::apply(&state, confirm_within, force),
         Command::Confirm { state } => trial::confirm(&state),
         Command::Status { state, json, watch } => status::run(&state, json, watch),
         Command::Detach { state } => detach::run(&state),

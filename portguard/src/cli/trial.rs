@@ -28,8 +28,22 @@ fn running(args: &StateArgs) -> anyhow::Result<(State, i32)> {
     Ok((st, pid))
 }
 
-pub(super) fn apply(args: &StateArgs, confirm_within: u64) -> anyhow::Result<ExitCode> {
+pub(super) fn apply(
+    args: &StateArgs,
+    confirm_within: u64,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
     let (before, pid) = running(args)?;
+    // Refuse here, before the daemon sees anything, a policy that locks this session out.
+    let dir = crate::paths::policies_dir(before.policies.as_deref());
+    if let Ok(p) = crate::policy::load(&before.site, &dir)
+        && let Some(cut) = super::lockout::session_cut(&p, &before.host_roles)
+    {
+        if !force {
+            bail!("{}: {cut}", before.site.display());
+        }
+        eprintln!("portguard: warning (forced): {cut}");
+    }
     state::write_json(
         &args.run_dir,
         TRIAL_REQUEST,

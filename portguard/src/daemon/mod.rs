@@ -437,6 +437,8 @@ impl Daemon {
             self.state.loaded_at = state::now_secs();
         }
         self.state.site.clone_from(&self.opts.site);
+        self.state.policies.clone_from(&self.opts.policies);
+        self.state.host_roles.clone_from(&self.opts.host_roles);
         self.state.mode = if c.policy.mode == Mode::Audit {
             "audit".into()
         } else {

@@ -91,6 +91,12 @@ pub struct State {
     pub pid: u32,
     /// The site file in force.
     pub site: PathBuf,
+    /// The product-file directory given to the daemon, if one was.
+    #[serde(default)]
+    pub policies: Option<PathBuf>,
+    /// The host roles given to the daemon (`--host-roles`), if any.
+    #[serde(default)]
+    pub host_roles: Vec<String>,
     /// `enforce` or `audit`.
     pub mode: String,
     /// Version (hash of the tables) of the policy in force (hex).
