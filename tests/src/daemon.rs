@@ -23,21 +23,22 @@ use crate::{
 
 /// The CLI binary built by this crate from the code under test. Cargo builds a package's
 /// binaries before its integration tests and puts them one level above the test executables
-/// (`target/<profile>/deps/<test>` -> `target/<profile>/portguard-cli`).
+/// (`target/<profile>/deps/<test>` -> `target/<profile>/portguard-cli`); the benchmark driver
+/// is itself a binary, beside it.
 #[must_use]
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("portguard-cli");
-    assert!(
-        bin.exists(),
-        "{} missing: run the tests through cargo (`cargo xtask test`)",
-        bin.display()
-    );
-    bin
+    let beside = exe.parent().expect("exe dir");
+    [beside, beside.parent().unwrap_or(beside)]
+        .iter()
+        .map(|d| d.join("portguard-cli"))
+        .find(|b| b.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "portguard-cli missing beside {}: run through cargo (`cargo xtask test`)",
+                exe.display()
+            )
+        })
 }
 
 /// A `portguard run` process inside a namespace, its pins and run directory. Dropping it kills
@@ -272,8 +273,12 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
-        // Remove links first (that detaches the program), then the rest of the pins.
-        let _ = self.cli(&["detach"]);
+        // Remove links first (that detaches the program), then the rest of the pins; without
+        // the binary (a panic in `binary()` brought us here), the pin directory's own drop
+        // still removes the pins.
+        if std::panic::catch_unwind(binary).is_ok() {
+            let _ = self.cli(&["detach"]);
+        }
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
 }

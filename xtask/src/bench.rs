@@ -13,6 +13,15 @@ pub(crate) const WHICH: [&str; 5] = ["datapath", "throughput", "scale", "reload"
 pub(crate) fn bench(which: &str) -> anyhow::Result<()> {
     setup::setup()?;
     setup::require_root("the benchmarks load XDP programs and create network namespaces")?;
+    // The reload benchmark runs the real daemon: build the CLI binary beside the driver.
+    run::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "integration-tests",
+        "--bin",
+        "portguard-cli",
+    ])?;
     run::cargo(&[
         "run",
         "--release",

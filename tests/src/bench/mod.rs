@@ -5,6 +5,7 @@
 pub(crate) mod datapath;
 pub(crate) mod plot;
 pub(crate) mod probe;
+pub(crate) mod reload;
 pub(crate) mod report;
 pub(crate) mod scale;
 pub(crate) mod sys;
