@@ -44,6 +44,17 @@ pub struct HostRule {
     pub origin: Option<Origin>,
 }
 
+impl From<&HostRule> for TableRule {
+    fn from(r: &HostRule) -> Self {
+        TableRule {
+            slot: r.slot,
+            sources: r.sources.clone(),
+            protos: r.protos.clone(),
+            matches: r.matches.clone(),
+        }
+    }
+}
+
 /// A rule that targets this host but cannot be enforced, with the reason.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Inactive {
@@ -245,15 +256,7 @@ pub fn for_host(
             origin: Some(rule.origin.clone()),
         });
     }
-    let table_rules: Vec<TableRule> = rules
-        .iter()
-        .map(|r| TableRule {
-            slot: r.slot,
-            sources: r.sources.clone(),
-            protos: r.protos.clone(),
-            matches: r.matches.clone(),
-        })
-        .collect();
+    let table_rules: Vec<TableRule> = rules.iter().map(TableRule::from).collect();
     let mut tables = tables::build(&table_rules, config_for(policy))?;
     tables.config.policy_version = version_of(&tables);
     Ok(HostPolicy {

@@ -6,6 +6,7 @@
 //! counters. It holds no BPF object between steps, so killing it at any point leaves the last
 //! complete state enforcing, and the next daemon adopts it.
 
+mod audit_task;
 pub mod datapath_log;
 pub mod links;
 pub mod metrics;
@@ -13,6 +14,7 @@ pub mod netwatch;
 pub mod slots;
 pub mod state;
 pub mod system;
+mod trial;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -29,11 +31,10 @@ use crate::{
     ebpf::{self, Datapath},
     policy::{self, Mode, Policy},
 };
+use audit_task::AuditTask;
 use state::{IfaceEntry, RuleEntry, SavedSample, State};
+use trial::until;
 
-/// The site file as it was when its policy was last confirmed (put in force other than on
-/// trial), in the run directory: what a trial that is not confirmed puts back.
-const CONFIRMED_SITE: &str = "confirmed-site.toml";
 /// How often counters are sampled for rates and last-hit times.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// Changes reported by netlink arrive in bursts; wait this long for the burst to end.
@@ -88,41 +89,6 @@ struct Daemon {
     audit: Option<audit::AuditConfig>,
     /// When the policy on trial reverts, if one is.
     trial_deadline: Option<Instant>,
-}
-
-/// The audit reader task and how to stop it.
-struct AuditTask {
-    config: audit::AuditConfig,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), audit::AuditError>>,
-}
-
-impl AuditTask {
-    /// Start draining the pinned ring buffer into the log `config` names.
-    fn start(daemon: &Daemon, config: audit::AuditConfig) -> anyhow::Result<Self> {
-        let reader = audit::Reader::open(&daemon.opts.pin_dir, config.clone())
-            .context("starting the audit reader")?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(reader.run(
-            audit::record::interface_name,
-            daemon.rule_ids.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        log::info!("audit records go to {}", config.path.display());
-        Ok(AuditTask { config, stop, task })
-    }
-
-    /// Drain what is left, write the last window, and stop.
-    async fn finish(self) {
-        let _ = self.stop.send(());
-        match self.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => log::error!("audit reader: {e}"),
-            Err(e) => log::error!("audit reader task: {e}"),
-        }
-    }
 }
 
 /// Run the daemon until SIGTERM or SIGINT. Enforcement stays in place when it returns.
@@ -521,82 +487,6 @@ impl Daemon {
         }))
     }
 
-    /// SIGHUP: a plain reload, or a trial if `portguard apply` left a request.
-    fn reload_or_trial(&mut self) {
-        let path = self.opts.run_dir.join(state::TRIAL_REQUEST);
-        let request: Option<state::TrialRequest> = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let _ = std::fs::remove_file(&path);
-        let previous = self.state.policy_version.clone();
-        self.reload();
-        match request {
-            Some(r) if self.state.reload.error.is_none() => {
-                let secs = r.confirm_within.max(1);
-                self.trial_deadline = Some(Instant::now() + Duration::from_secs(secs));
-                self.state.trial = Some(state::TrialEntry {
-                    deadline: state::now_secs() + secs,
-                    previous_version: previous.clone(),
-                });
-                log::warn!(
-                    "policy {} on trial: it reverts to {previous} in {secs} s unless `portguard confirm`",
-                    self.state.policy_version
-                );
-                self.write_state();
-            }
-            Some(_) => {}
-            None => self.confirm(),
-        }
-    }
-
-    /// The policy in force is the one to keep: remember its site file for later trials.
-    fn confirm(&mut self) {
-        if self.trial_deadline.take().is_some() {
-            log::info!("policy {} confirmed", self.state.policy_version);
-        }
-        self.state.trial = None;
-        if let Ok(text) = std::fs::read(&self.opts.site) {
-            // Kept on disk too: a daemon restarted during a later trial must still find it.
-            let saved = std::fs::write(self.opts.run_dir.join(CONFIRMED_SITE), &text);
-            if let Err(e) = saved {
-                log::warn!("saving the confirmed site file: {e}");
-            }
-        }
-        self.write_state();
-    }
-
-    /// A trial ran out unconfirmed: put the confirmed site file back and apply it. The rejected
-    /// file is kept next to it for the administrator.
-    fn revert(&mut self) {
-        self.trial_deadline = None;
-        let Ok(text) = std::fs::read(self.opts.run_dir.join(CONFIRMED_SITE)) else {
-            log::error!("trial not confirmed, but no confirmed site file to go back to");
-            return;
-        };
-        let rejected = self.opts.site.with_extension("toml.rejected");
-        let _ = std::fs::copy(&self.opts.site, &rejected);
-        let tmp = self.opts.site.with_extension("toml.portguard-tmp");
-        let restored =
-            std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, &self.opts.site));
-        if let Err(e) = restored {
-            log::error!("restoring {}: {e}", self.opts.site.display());
-            return;
-        }
-        let trial = self.state.policy_version.clone();
-        self.reload();
-        self.state.trial = None;
-        let outcome = format!(
-            "trial policy {trial} not confirmed in time: reverted to {} (the trial file is saved as {})",
-            self.state.policy_version,
-            rejected.display()
-        );
-        log::warn!("{outcome}");
-        if self.state.reload.error.is_none() {
-            self.state.reload.error = Some(outcome);
-        }
-        self.write_state();
-    }
-
     /// Let the status group read the audit log and its rotations (the writer creates files as
     /// root; this runs with every sample, so new files are shared within seconds).
     fn share_audit_log(&self, gid: u32) {
@@ -688,14 +578,6 @@ impl Daemon {
         {
             log::warn!("writing the counter sample: {e:#}");
         }
-    }
-}
-
-/// Sleep until `deadline`, or forever without one (a `select!` arm that never fires).
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -243,19 +243,24 @@ fn connect(ns: &str, to: SocketAddr, wait: Duration) -> anyhow::Result<Result<Tc
     }
 }
 
-/// Accept the connection `client` made to `listener`, exchange a byte, and close both ends in
-/// order, so no packet of this connection is still in flight when the next flow starts.
-fn finish_tcp(listener: &TcpListener, client: TcpStream) -> anyhow::Result<()> {
+/// The next connection on the non-blocking `listener`, waiting at most `ACCEPT_WAIT`.
+fn accept_within(listener: &TcpListener) -> Option<TcpStream> {
     let deadline = Instant::now() + ACCEPT_WAIT;
-    let server = loop {
+    loop {
         match listener.accept() {
-            Ok((s, _)) => break Some(s),
+            Ok((s, _)) => return Some(s),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            Err(_) => break None,
+            Err(_) => return None,
         }
-    };
+    }
+}
+
+/// Accept the connection `client` made to `listener`, exchange a byte, and close both ends in
+/// order, so no packet of this connection is still in flight when the next flow starts.
+fn finish_tcp(listener: &TcpListener, client: TcpStream) -> anyhow::Result<()> {
+    let server = accept_within(listener);
     close_pair(client, server)
 }
 
@@ -547,16 +552,7 @@ impl<'a> Runner<'a> {
             return Ok(vec![row, syn]);
         };
         // Accept now, so the connection is fully established while the SYN arrives.
-        let deadline = Instant::now() + ACCEPT_WAIT;
-        let server = loop {
-            match listener.accept() {
-                Ok((s, _)) => break Some(s),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => break None,
-            }
-        };
+        let server = accept_within(&listener);
         syn.expected = Some(self.judge.expect(&Pkt {
             owned: Some(owned),
             ..Pkt::new(o, h, L4::Tcp(eph))

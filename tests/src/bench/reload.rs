@@ -22,9 +22,9 @@ use super::report::{Report, table};
 const RELOADS: usize = 100;
 const GENEVE: u16 = 6081;
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i]
+/// The `pct`-th percentile (0-100) of sorted samples, nearest rank.
+fn percentile(sorted: &[f64], pct: usize) -> f64 {
+    sorted[(sorted.len() - 1) * pct / 100]
 }
 
 /// SIGHUP the daemon and wait until its state says the reload is done; (wall ms, switch µs).
@@ -93,14 +93,14 @@ pub(crate) fn run() -> Report {
     let rows = vec![
         vec![
             "SIGHUP to new policy in force (ms)".to_owned(),
-            format!("{:.1}", percentile(&wall, 0.5)),
-            format!("{:.1}", percentile(&wall, 0.95)),
+            format!("{:.1}", percentile(&wall, 50)),
+            format!("{:.1}", percentile(&wall, 95)),
             format!("{:.1}", wall[wall.len() - 1]),
         ],
         vec![
             "program switch on the interface (µs)".to_owned(),
-            format!("{:.0}", percentile(&switch, 0.5)),
-            format!("{:.0}", percentile(&switch, 0.95)),
+            format!("{:.0}", percentile(&switch, 50)),
+            format!("{:.0}", percentile(&switch, 95)),
             format!("{:.0}", switch[switch.len() - 1]),
         ],
     ];
@@ -125,8 +125,8 @@ pub(crate) fn run() -> Report {
         md,
         json: serde_json::json!({
             "reloads": RELOADS,
-            "sighup_to_in_force_ms": {"median": percentile(&wall, 0.5), "p95": percentile(&wall, 0.95), "max": wall[wall.len() - 1]},
-            "switch_us": {"median": percentile(&switch, 0.5), "p95": percentile(&switch, 0.95), "max": switch[switch.len() - 1]},
+            "sighup_to_in_force_ms": {"median": percentile(&wall, 50), "p95": percentile(&wall, 95), "max": wall[wall.len() - 1]},
+            "switch_us": {"median": percentile(&switch, 50), "p95": percentile(&switch, 95), "max": switch[switch.len() - 1]},
             "datagrams_sent": sent,
             "datagrams_received": received,
             "lost": lost,
