@@ -25,6 +25,9 @@ pub const LOCAL_V4: &str = "PG_LOCAL_V4";
 pub const LOCAL_V6: &str = "PG_LOCAL_V6";
 /// State: first fragments that were allowed, [`FragKey`] -> rule slot.
 pub const FRAGS: &str = "PG_FRAGS";
+/// State: UDP datagrams this host sent, [`UdpOutKey`] -> coarse time sent (ns), written by the
+/// egress program, read by the XDP program for replies to unconnected UDP sockets.
+pub const UDP_OUT: &str = "PG_UDP_OUT";
 /// State: audit ring buffer of [`crate::event::Event`]s.
 pub const AUDIT: &str = "PG_AUDIT";
 /// State: per-CPU audit token buckets and loss counters ([`crate::event::AuditState`]).
@@ -40,6 +43,11 @@ pub const MAX_DECISIONS: u32 = 1 << 24;
 pub const MAX_LOCAL_ADDRS: u32 = 4096;
 /// First fragments remembered at once (LRU).
 pub const MAX_FRAGS: u32 = 65_536;
+/// Outbound UDP flows remembered at once (LRU).
+pub const MAX_UDP_OUT: u32 = 65_536;
+/// How long a datagram the host sent makes the peer's answers replies: the kernel's UDP
+/// conntrack timeout for a stream, 180 s.
+pub const UDP_OUT_TTL_NS: u64 = 180_000_000_000;
 /// Audit ring buffer size in bytes (power of two, multiple of the page size).
 pub const AUDIT_RING_BYTES: u32 = 1 << 20;
 
@@ -91,15 +99,38 @@ pub struct FragKey {
     pub pad: [u8; 2],
 }
 
+/// One UDP flow this host started, as the reply will show it (`remote:rport -> local:lport`).
+/// The local address is part of the key: on a bridge port, guests' datagrams leave through the
+/// same interface, and must not open the host's ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UdpOutKey {
+    /// This host's address (IPv4 in the first four bytes).
+    pub local: [u8; 16],
+    /// The peer's address.
+    pub remote: [u8; 16],
+    /// This host's port.
+    pub lport: u16,
+    /// The peer's port.
+    pub rport: u16,
+    /// 4 or 6.
+    pub family: u8,
+    /// Explicit padding.
+    pub pad: [u8; 3],
+}
+
 const _: () = assert!(size_of::<Counters>() == 16);
+const _: () = assert!(size_of::<UdpOutKey>() == 40);
 const _: () = assert!(size_of::<FragKey>() == 40);
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{Counters, FragKey};
+    use super::{Counters, FragKey, UdpOutKey};
 
     // SAFETY: repr(C), only integers and byte arrays, no implicit padding (asserted above).
     unsafe impl aya::Pod for Counters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for FragKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for UdpOutKey {}
 }

@@ -4,18 +4,20 @@ use core::ptr;
 
 use aya_ebpf::{
     bindings::{BPF_F_CURRENT_NETNS, bpf_sock, bpf_sock_tuple, xdp_md},
-    helpers::generated::{bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
+    helpers::generated::{
+        bpf_ktime_get_coarse_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp,
+    },
     maps::lpm_trie::Key,
     programs::XdpContext,
 };
 use portguard_common::{
     classify::Env,
     config::Config,
-    maps::FragKey,
+    maps::{FragKey, UDP_OUT_TTL_NS, UdpOutKey},
     packet::{Family, Packet, ipproto},
 };
 
-use crate::maps::{CONFIG, DECISIONS, FRAGS, LOCAL_V4, LOCAL_V6, PORTS, SRC_V4, SRC_V6};
+use crate::maps::{CONFIG, DECISIONS, FRAGS, LOCAL_V4, LOCAL_V6, PORTS, SRC_V4, SRC_V6, UDP_OUT};
 
 /// `TCP_LISTEN` in `bpf_sock.state` (`include/net/tcp_states.h`).
 const TCP_LISTEN: u32 = 10;
@@ -195,20 +197,59 @@ fn tcp_owns(md: *mut xdp_md, tuple: &mut bpf_sock_tuple, size: u32) -> bool {
     state != TCP_LISTEN
 }
 
-/// Whether a connected UDP socket of this host has `tuple`. Unconnected sockets (servers bound
-/// to a port) have no peer: what reaches them is what the policy decides on.
+/// Whether `tuple` answers UDP this host sent: a connected UDP socket of this host has it, or
+/// the egress recorder saw the host send a datagram on it in the last 180 s. Unconnected
+/// sockets (servers bound to a port, and clients using `sendto`) have no peer in the socket
+/// table; only the recorder can tell a client's answer from a datagram to a server.
 #[inline(never)]
 fn udp_owns(md: *mut xdp_md, tuple: &mut bpf_sock_tuple, size: u32) -> bool {
     // SAFETY: helper available to XDP since 5.2; the returned socket is released below.
     let sk: *mut bpf_sock = unsafe { bpf_sk_lookup_udp(md.cast(), tuple, size, CURRENT_NETNS, 0) };
-    if sk.is_null() {
-        return false;
+    if !sk.is_null() {
+        // SAFETY: sk is a valid socket reference until released.
+        let dst_port = unsafe { ptr::read(&raw const (*sk).dst_port) };
+        // SAFETY: releasing the reference taken by the lookup, exactly once.
+        unsafe { bpf_sk_release(sk.cast()) };
+        if dst_port != 0 {
+            return true;
+        }
     }
-    // SAFETY: sk is a valid socket reference until released.
-    let dst_port = unsafe { ptr::read(&raw const (*sk).dst_port) };
-    // SAFETY: releasing the reference taken by the lookup, exactly once.
-    unsafe { bpf_sk_release(sk.cast()) };
-    dst_port != 0
+    sent_by_host(tuple, size == V6_TUPLE_SIZE)
+}
+
+/// Size of the IPv6 member of `bpf_sock_tuple`: how `udp_owns` tells the families apart.
+const V6_TUPLE_SIZE: u32 = 36;
+
+/// Whether the egress recorder saw this host send UDP on `tuple` (reversed) recently.
+#[inline(always)]
+fn sent_by_host(tuple: &bpf_sock_tuple, v6: bool) -> bool {
+    let mut key = UdpOutKey::default();
+    // SAFETY: reading the union member the caller filled in, by its family.
+    unsafe {
+        if v6 {
+            let t = &tuple.__bindgen_anon_1.ipv6;
+            key.remote = core::mem::transmute::<[u32; 4], [u8; 16]>(t.saddr);
+            key.local = core::mem::transmute::<[u32; 4], [u8; 16]>(t.daddr);
+            key.rport = u16::from_be(t.sport);
+            key.lport = u16::from_be(t.dport);
+            key.family = 6;
+        } else {
+            let t = &tuple.__bindgen_anon_1.ipv4;
+            key.remote[..4].copy_from_slice(&t.saddr.to_ne_bytes());
+            key.local[..4].copy_from_slice(&t.daddr.to_ne_bytes());
+            key.rport = u16::from_be(t.sport);
+            key.lport = u16::from_be(t.dport);
+            key.family = 4;
+        }
+    }
+    // SAFETY: the value is read at once, before anything else can change the LRU entry.
+    let Some(sent) = (unsafe { UDP_OUT.get(&key) }).copied() else {
+        return false;
+    };
+    // SAFETY: plain helper call (base helper, Linux 5.11).
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    now.saturating_sub(sent) < UDP_OUT_TTL_NS
 }
 
 const _: () = assert!(size_of::<bpf_sock_tuple>() >= 36);
+const _: () = assert!(V6_TUPLE_SIZE == 36);

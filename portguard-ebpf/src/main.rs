@@ -21,11 +21,15 @@
 )]
 
 mod act;
+mod egress;
 mod env;
 mod maps;
 mod parse;
 
-use aya_ebpf::{macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use portguard_common::{classify::classify, packet::Packet};
 
 /// The XDP entry point. `frags`: the program accepts multi-buffer frames, so it can be attached
@@ -58,6 +62,16 @@ fn portguard_drop(_ctx: XdpContext) -> u32 {
 }
 
 #[cfg(not(test))]
+/// The egress recorder (tc): remembers UDP this host sends, for `Env::owns_flow`. Never drops.
+#[classifier]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the classifier macro's entry signature"
+)]
+fn portguard_egress(ctx: TcContext) -> i32 {
+    egress::record(&ctx)
+}
+
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     // A reachable panic becomes an infinite loop, which the verifier rejects: no panic can hide

@@ -12,7 +12,7 @@ use portguard_common::{
     event::AuditState,
     maps::{
         AUDIT_RING_BYTES, Counters, FragKey, MAX_FRAGS, MAX_LOCAL_ADDRS, MAX_PREFIXES, MAX_RULES,
-        PORT_SPACE, PROTO_SLOTS,
+        MAX_UDP_OUT, PORT_SPACE, PROTO_SLOTS, UdpOutKey,
     },
     reason::REASON_COUNT,
 };
@@ -52,6 +52,9 @@ pub(crate) static LOCAL_V6: HashMap<[u8; 16], u32> = HashMap::pinned(MAX_LOCAL_A
 
 #[map(name = "PG_FRAGS")]
 pub(crate) static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::pinned(MAX_FRAGS, 0);
+
+#[map(name = "PG_UDP_OUT")]
+pub(crate) static UDP_OUT: LruHashMap<UdpOutKey, u64> = LruHashMap::pinned(MAX_UDP_OUT, 0);
 
 #[map(name = "PG_AUDIT")]
 pub(crate) static AUDIT: RingBuf = RingBuf::pinned(AUDIT_RING_BYTES, 0);

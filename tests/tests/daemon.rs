@@ -514,3 +514,59 @@ fn datapath_log_reports_frames_the_parser_gives_up_on() {
         .unwrap();
     assert!(malformed >= 3);
 }
+
+#[test]
+fn answers_to_unconnected_udp_sockets_pass_and_nothing_else_does() {
+    use std::net::UdpSocket;
+    let pair = Pair::new(70, 1500);
+    let site = site(&pair, false);
+    let d = Daemon::start(&pair.b, &site, &[]);
+    assert!(
+        links::egress_pin(&d.pins.0, &pair.b_if).exists(),
+        "{}",
+        d.log_text()
+    );
+    // A server on the peer that answers every datagram from the port it came in on.
+    let (a4, a6) = (pair.a4, pair.a6);
+    let server4 = pair
+        .a
+        .run(move || UdpSocket::bind(SocketAddr::new(a4, 5353)).unwrap());
+    let server6 = pair
+        .a
+        .run(move || UdpSocket::bind(SocketAddr::new(a6, 5353)).unwrap());
+    for s in [server4, server6] {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(&buf[..n], from);
+            }
+        });
+    }
+    for (local, remote) in [(pair.b4, pair.a4), (pair.b6, pair.a6)] {
+        // The host's client: unconnected, `sendto` (as unbound, BIND and ntpd clients do).
+        let client = pair
+            .b
+            .run(move || UdpSocket::bind(SocketAddr::new(local, 0)).unwrap());
+        client
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let port = client.local_addr().unwrap().port();
+        pair.b.run({
+            let c = client.try_clone().unwrap();
+            move || c.send_to(b"q", SocketAddr::new(remote, 5353)).unwrap()
+        });
+        let mut buf = [0u8; 8];
+        let (n, from) = client.recv_from(&mut buf).expect("the answer arrives");
+        assert_eq!((n, from), (1, SocketAddr::new(remote, 5353)));
+        // The same host port from another peer port: not an answer, dropped.
+        let to = SocketAddr::new(local, port);
+        let other = SocketAddr::new(remote, 5354);
+        pair.a.run(move || {
+            UdpSocket::bind(other).unwrap().send_to(b"x", to).unwrap();
+        });
+        assert!(
+            client.recv_from(&mut buf).is_err(),
+            "a datagram from another port is not an answer"
+        );
+    }
+}

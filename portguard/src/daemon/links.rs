@@ -46,7 +46,47 @@ pub fn links_dir(pin_dir: &Path) -> PathBuf {
 /// Pin path of the link of `ifname`.
 #[must_use]
 pub fn link_pin(pin_dir: &Path, ifname: &str) -> PathBuf {
-    links_dir(pin_dir).join(ifname)
+    links_dir(pin_dir).join(pin_name(ifname))
+}
+
+/// bpffs refuses names with a `.` (reserved for its own files), and interface names may have
+/// one (VLAN devices: `eth1.100`); they can never have a `:`, so that stands in for it.
+fn pin_name(ifname: &str) -> String {
+    ifname.replace('.', ":")
+}
+
+/// The interface a pin name stands for.
+fn if_name(pin: &str) -> String {
+    pin.replace(':', ".")
+}
+
+/// Pin path of the egress recorder's link on `ifname`.
+#[must_use]
+pub fn egress_pin(pin_dir: &Path, ifname: &str) -> PathBuf {
+    links_dir(pin_dir).join(format!("{EGRESS_PREFIX}{}", pin_name(ifname)))
+}
+
+/// Prefix of the egress recorder's link pins; the XDP link pins have the interface's name.
+/// No interface name has a `:`, so none can be mistaken for the other.
+const EGRESS_PREFIX: &str = "egress:";
+
+/// Attach the egress recorder to `ifname` (tcx, Linux 6.6) and pin its link. Replies to
+/// unconnected UDP sockets depend on it; enforcement does not, so callers only log a failure.
+pub fn attach_egress(dp: &mut Datapath, pin_dir: &Path, ifname: &str) -> anyhow::Result<()> {
+    let prog = dp.egress()?;
+    let id = prog
+        .attach(ifname, aya::programs::TcAttachType::Egress)
+        .with_context(|| format!("{ifname}: attaching the egress recorder"))?;
+    let link = prog.take_link(id).context("taking link")?;
+    let link = FdLink::try_from(link).map_err(|_| {
+        anyhow::anyhow!("{ifname}: tc attached without a link (Linux >= 6.6 needed)")
+    })?;
+    let path = egress_pin(pin_dir, ifname);
+    drop(
+        link.pin(&path)
+            .with_context(|| format!("pinning link at {}", path.display()))?,
+    );
+    Ok(())
 }
 
 /// Interfaces that have a pinned link.
@@ -60,6 +100,8 @@ pub fn pinned(pin_dir: &Path) -> anyhow::Result<Vec<String>> {
     let mut names: Vec<String> = entries
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(EGRESS_PREFIX))
+        .map(|n| if_name(&n))
         .collect();
     names.sort();
     Ok(names)
@@ -134,6 +176,13 @@ pub fn switch(dp: &mut Datapath, pin_dir: &Path, ifname: &str) -> anyhow::Result
 
 /// Remove the pinned link of `ifname`. The program is detached once no process holds the link.
 pub fn unpin(pin_dir: &Path, ifname: &str) -> anyhow::Result<()> {
+    let egress = egress_pin(pin_dir, ifname);
+    if egress.exists() {
+        if let Err(e) = link_detach(&egress) {
+            log::warn!("{ifname}: detaching the egress recorder: {e}");
+        }
+        std::fs::remove_file(&egress).with_context(|| format!("removing {}", egress.display()))?;
+    }
     let path = link_pin(pin_dir, ifname);
     // Detach explicitly (BPF_LINK_DETACH) before unpinning: that frees the interface even if
     // another process still holds the link open.

@@ -305,13 +305,17 @@ impl Daemon {
             })
             .collect();
         let to_attach: Vec<&String> = targets.iter().filter(|i| !pinned.contains(i)).collect();
+        let to_record: Vec<&String> = targets
+            .iter()
+            .filter(|i| !links::egress_pin(&self.opts.pin_dir, i).exists())
+            .collect();
         let to_remove: Vec<&String> = pinned.iter().filter(|i| !targets.contains(i)).collect();
         let changed = !to_switch.is_empty() || !to_attach.is_empty();
         let addrs = crate::host::addresses().context("reading addresses")?;
         let now = state::now_secs();
         let mut ifaces: BTreeMap<String, IfaceEntry> = attached;
         let mut switch_us = 0;
-        if changed {
+        if changed || !to_record.is_empty() {
             // Everything that can fail comes before the first interface is touched: the
             // program loads (and passes the verifier) with its tables complete.
             let mut dp = Datapath::load(&c.host.tables, &self.opts.pin_dir)
@@ -352,6 +356,16 @@ impl Daemon {
                         since: now,
                     },
                 );
+            }
+            for name in &to_record {
+                match links::attach_egress(&mut dp, &self.opts.pin_dir, name) {
+                    Ok(()) => {
+                        log::info!("{name}: egress recorder attached (replies to unconnected UDP)");
+                    }
+                    Err(e) => log::warn!(
+                        "{name}: {e:#}; answers to unconnected UDP sockets will be judged by the rules"
+                    ),
+                }
             }
             // Dropping the datapath closes our handles only: the pins hold what is attached.
             drop(dp);

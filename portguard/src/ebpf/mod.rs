@@ -24,6 +24,8 @@ use portguard_common::{
 pub const PROGRAM: &str = "portguard";
 /// Name of the pass-everything baseline program in the object.
 pub const NOOP_PROGRAM: &str = "portguard_noop";
+/// Name of the egress recorder (tc) in the object.
+pub const EGRESS_PROGRAM: &str = "portguard_egress";
 /// Name of the drop-everything baseline program in the object.
 pub const DROP_PROGRAM: &str = "portguard_drop";
 
@@ -103,6 +105,25 @@ impl Datapath {
     /// Verify and load one of the object's programs.
     pub fn load_program(&mut self, name: &'static str) -> Result<&mut Xdp, DatapathError> {
         let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::Program {
+                name,
+                source: ProgramError::NotLoaded,
+            })?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        Ok(prog)
+    }
+
+    /// The egress recorder, loaded on first use.
+    pub fn egress(&mut self) -> Result<&mut aya::programs::SchedClassifier, DatapathError> {
+        let name = EGRESS_PROGRAM;
+        let prog: &mut aya::programs::SchedClassifier = self
             .ebpf
             .program_mut(name)
             .ok_or(DatapathError::Program {
