@@ -114,8 +114,41 @@ fn syn(src: [u8; 4], dport: u16) -> Frame {
     )
 }
 
+/// The host's UDP port whose outbound flow to `PEER4:53` the egress recorder has seen (see
+/// [`record_udp_out`]): the answer is a reply found in the recorder's map.
+const UDP_CLIENT_PORT: u16 = 40_001;
+
+/// Put the flow `HOST4:UDP_CLIENT_PORT -> PEER4:53` in the egress recorder's pinned map, as
+/// the tc program does when the host sends a datagram from an unconnected socket.
+pub(crate) fn record_udp_out(pins: &PinDir) {
+    use aya::maps::{HashMap, Map, MapData};
+    use portguard_common::maps::{UDP_OUT, UdpOutKey};
+    let data = MapData::from_pin(pins.0.join(UDP_OUT)).expect("the egress recorder's map");
+    let mut map: HashMap<MapData, UdpOutKey, u64> =
+        HashMap::try_from(Map::LruHashMap(data)).expect("an LRU hash map");
+    let mut key = UdpOutKey {
+        lport: UDP_CLIENT_PORT,
+        rport: 53,
+        family: 4,
+        ..UdpOutKey::default()
+    };
+    key.local[..4].copy_from_slice(&HOST4);
+    key.remote[..4].copy_from_slice(&PEER4);
+    // The program compares with bpf_ktime_get_coarse_ns: CLOCK_MONOTONIC_COARSE.
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
+    let now = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000
+        + u64::try_from(ts.tv_nsec).unwrap_or(0);
+    map.insert(key, now, 0).expect("record the flow");
+}
+
 /// The cases every policy is measured with. `audit_off`: index of a datapath loaded with the
-/// same tables and auditing off, for the audited-vs-not pair.
+/// same tables and auditing off, for the audited-vs-not pair; it also marks the datapath run,
+/// where the egress recorder's map holds the flow of the UDP-answer case.
 #[expect(clippy::too_many_lines, reason = "a table of cases, one literal each")]
 pub(crate) fn cases(s: &Scenario, reply_port: u16, audit_off: Option<usize>) -> Vec<Case> {
     let allowed = syn(s.allow4, s.tcp.0);
@@ -222,6 +255,24 @@ pub(crate) fn cases(s: &Scenario, reply_port: u16, audit_off: Option<usize>) -> 
             expect: Expect::Drop(None),
         },
     ];
+    if audit_off.is_some() {
+        v.push(Case {
+            key: "udp_answer_recorded",
+            label: "UDP answer to an unconnected socket (egress recorder's map hit)",
+            dp: 0,
+            frame: Frame::v4(
+                PEER4,
+                HOST4,
+                L4::Udp {
+                    sport: 53,
+                    dport: UDP_CLIENT_PORT,
+                },
+            )
+            .build(),
+            prime: None,
+            expect: Expect::Pass(Reason::Reply),
+        });
+    }
     if let Some(dp) = audit_off {
         v.insert(
             2,
@@ -297,6 +348,7 @@ pub(crate) fn run(root: &Path) -> Report {
         let mut quiet = tables.clone();
         quiet.config.audit_rate = 0;
         let mut dps = [load(&tables, &p0), load(&quiet, &p1)];
+        record_udp_out(&p0);
         let cases = cases(&scenario, conn.port, Some(1));
         let name = |slot: u32| {
             names
