@@ -25,6 +25,10 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "tcpdump",
     "ethtool",
+    // `setpriv` runs the daemon and `status` with fewer privileges in the access tests.
+    "util-linux",
+    // `systemd-analyze verify` checks the unit file in the tests.
+    "systemd",
 ];
 
 /// The rustup name under which the Debian toolchain is linked (portguard/build.rs uses it).
