@@ -570,3 +570,36 @@ fn answers_to_unconnected_udp_sockets_pass_and_nothing_else_does() {
         );
     }
 }
+
+#[test]
+fn run_with_a_broken_site_names_the_line_and_creates_nothing() {
+    let dir = std::env::temp_dir().join(unique("pg-broken-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let site = dir.join("site.toml");
+    std::fs::write(
+        &site,
+        "products = [\"rhv\"]\n[roles]\n\"rhv.manager\" = [\"198.18.1.300/32\"]\n",
+    )
+    .unwrap();
+    let pins = std::path::Path::new("/sys/fs/bpf").join(unique("pg-broken-"));
+    let run = dir.join("run");
+    let out = std::process::Command::new(integration_tests::daemon::binary())
+        .args(["run", "--site"])
+        .arg(&site)
+        .arg("--policies")
+        .arg(integration_tests::daemon::policies_dir())
+        .arg("--pin-dir")
+        .arg(&pins)
+        .arg("--run-dir")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("site.toml:3:"),
+        "the error names file and line: {err}"
+    );
+    assert!(!pins.exists() && !run.exists(), "nothing may be created");
+}

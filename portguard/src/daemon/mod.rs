@@ -102,12 +102,6 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 
 async fn serve(opts: Options) -> anyhow::Result<()> {
     system::check_capabilities()?;
-    system::ensure_pin_dir(&opts.pin_dir)?;
-    std::fs::create_dir_all(&opts.run_dir)
-        .with_context(|| format!("creating {}", opts.run_dir.display()))?;
-    if let Some(gid) = opts.status_group {
-        state::share_with(&opts.run_dir, gid, 0o750)?;
-    }
     let previous = match State::read(&opts.run_dir) {
         Ok(s) => s,
         Err(e) => {
@@ -116,6 +110,17 @@ async fn serve(opts: Options) -> anyhow::Result<()> {
         }
     };
     let mut daemon = Daemon::new(opts, previous);
+    // A policy that does not compile changes nothing, not even a directory.
+    daemon
+        .compile()
+        .context("compiling the policy (nothing was changed)")?;
+    let opts = &daemon.opts;
+    system::ensure_pin_dir(&opts.pin_dir)?;
+    std::fs::create_dir_all(&opts.run_dir)
+        .with_context(|| format!("creating {}", opts.run_dir.display()))?;
+    if let Some(gid) = opts.status_group {
+        state::share_with(&opts.run_dir, gid, 0o750)?;
+    }
     daemon
         .apply()
         .context("putting the policy in force (nothing was changed)")?;
