@@ -100,7 +100,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         .block_on(serve(opts))
 }
 
-async fn serve(opts: Options) -> anyhow::Result<()> {
+/// Everything before the daemon waits for events: check, compile, create the directories, put
+/// the policy in force (or adopt it), and resume a trial a previous daemon left running.
+fn start(opts: Options) -> anyhow::Result<Daemon> {
     system::check_capabilities()?;
     let previous = match State::read(&opts.run_dir) {
         Ok(s) => s,
@@ -136,6 +138,11 @@ async fn serve(opts: Options) -> anyhow::Result<()> {
         }
         None => daemon.confirm(),
     }
+    Ok(daemon)
+}
+
+async fn serve(opts: Options) -> anyhow::Result<()> {
+    let mut daemon = start(opts)?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
