@@ -106,7 +106,7 @@ fn render(r: &Report) -> String {
             rule.rate_pps
                 .map_or_else(|| "-".to_owned(), |r| format!("{r:.1}")),
             rule.last_hit.as_deref().unwrap_or("-"),
-            rule.purpose
+            shorten(&rule.purpose, 70)
         );
     }
     let _ = writeln!(
@@ -130,6 +130,15 @@ fn render(r: &Report) -> String {
         r.audit.emitted, r.audit.suppressed, r.audit.lost
     );
     out
+}
+
+/// The first `max` characters of `s`, with an ellipsis if cut (`--json` has the whole text).
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let cut: String = s.chars().take(max - 1).collect();
+    format!("{}…", cut.trim_end())
 }
 
 fn first_line(s: &str) -> &str {
