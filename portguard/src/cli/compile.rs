@@ -32,12 +32,12 @@ pub(super) fn run(
     }
     println!("rules, first match wins:");
     println!(
-        "  {:<4} {:<16} {:<12} {:<22} {:<34} from",
+        "  {:<4} {:<22} {:<12} {:<22} {:<34} from",
         "#", "id", "proto", "ports/types", "sources"
     );
     for r in &hp.rules {
         println!(
-            "  {:<4} {:<16} {:<12} {:<22} {:<34} {}",
+            "  {:<4} {:<22} {:<12} {:<22} {:<34} {}",
             r.slot,
             r.id,
             protos(r),
@@ -52,7 +52,7 @@ pub(super) fn run(
     if !hp.inactive.is_empty() {
         println!("not in force on this host:");
         for i in &hp.inactive {
-            println!("  {:<16} {}", i.id, i.why);
+            println!("  {:<22} {}", i.id, i.why);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -68,15 +68,17 @@ fn builtin() -> Vec<(&'static str, &'static str)> {
         ),
         (
             "unicast to addresses not of this host (bridged VMs)",
-            "per [datapath] not_for_host",
+            "per [datapath] not_for_host; with \"drop\", DHCPv4 offers (udp 67->68) to the \
+             address being offered are still judged by the rules",
         ),
         (
             "broadcast / multicast",
             "per [datapath] broadcast (counter: broadcast-passed)",
         ),
         (
-            "replies to this host's own connections (socket lookup)",
-            "pass (counter: reply)",
+            "replies to this host's own connections and UDP",
+            "pass (counter: reply): socket lookup, and for unconnected UDP sockets the \
+             egress recorder (180 s)",
         ),
         (
             "ICMP errors quoting this host's own flows",

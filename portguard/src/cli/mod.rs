@@ -46,7 +46,15 @@ pub fn main() -> ExitCode {
         });
     }
     logger.init();
-    match run(<Cli as clap::Parser>::parse()) {
+    let cli = <Cli as clap::Parser>::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A command piped into `head` ends quietly when the pipe closes, as other Unix tools
+        // do. The daemon keeps Rust's default (SIGPIPE ignored): a closed log stream must not
+        // kill the process that keeps enforcement current.
+        // SAFETY: restoring the default disposition of one signal before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("portguard: error: {e:#}");
