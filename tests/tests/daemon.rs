@@ -603,3 +603,68 @@ fn run_with_a_broken_site_names_the_line_and_creates_nothing() {
     );
     assert!(!pins.exists() && !run.exists(), "nothing may be created");
 }
+
+#[test]
+fn an_interface_that_cannot_be_attached_is_reported_and_the_others_are_protected() {
+    use aya::programs::XdpMode;
+    let pair = Pair::new(75, 1500);
+    // A second interface that already runs someone else's XDP program.
+    let taken = unique("pgt");
+    let peer = format!("{taken}p");
+    pair.b.exec(&[
+        "ip", "link", "add", &taken, "type", "veth", "peer", "name", &peer,
+    ]);
+    pair.b.exec(&["ip", "link", "set", &taken, "up"]);
+    let other_pins = integration_tests::PinDir::new();
+    let mut other = portguard::ebpf::Datapath::load(
+        &portguard_common::reference::Tables::empty(),
+        &other_pins.0,
+    )
+    .unwrap();
+    let ns_path = format!("/run/netns/{}", pair.b.name);
+    let taken_if = taken.clone();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            integration_tests::net::enter(&ns_path);
+            let prog = other.load_program(portguard::ebpf::NOOP_PROGRAM).unwrap();
+            prog.attach(&taken_if, XdpMode::Skb).unwrap();
+        })
+        .join()
+        .unwrap();
+    });
+    let site = site(&pair, false);
+    let text = std::fs::read_to_string(&site).unwrap().replace(
+        &format!("interfaces = [\"{}\"]", pair.b_if),
+        &format!("interfaces = [\"{}\", \"{taken}\"]", pair.b_if),
+    );
+    std::fs::write(&site, text).unwrap();
+    let mut cmd = std::process::Command::new(integration_tests::daemon::binary());
+    let pins = integration_tests::PinDir::new();
+    let run = std::env::temp_dir().join(unique("pg-run-"));
+    cmd.args(["run", "--site"])
+        .arg(&site)
+        .arg("--policies")
+        .arg(integration_tests::daemon::policies_dir())
+        .arg("--pin-dir")
+        .arg(&pins.0)
+        .arg("--run-dir")
+        .arg(&run);
+    let out = pair.b.run(move || cmd.output().unwrap());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&taken),
+        "the failing interface is named: {err}"
+    );
+    // The other interface is protected all the same, and the state says so.
+    assert!(links::link_pin(&pins.0, &pair.b_if).exists(), "{err}");
+    assert!(!connects(&pair, 5999));
+    drop(other);
+    let _ = std::process::Command::new(integration_tests::daemon::binary())
+        .args(["detach", "--pin-dir"])
+        .arg(&pins.0)
+        .arg("--run-dir")
+        .arg(&run)
+        .output();
+    let _ = std::fs::remove_dir_all(&run);
+}

@@ -76,6 +76,16 @@ struct Compiled {
     fresh_slots: Vec<u32>,
 }
 
+/// Which interfaces an `apply` touches, and how.
+struct Plan<'a> {
+    /// Pinned links whose program is replaced.
+    switch: &'a [&'a String],
+    /// Interfaces attached for the first time.
+    attach: &'a [&'a String],
+    /// Interfaces that get the egress recorder.
+    record: &'a [&'a String],
+}
+
 /// The daemon's view of what is in force.
 struct Daemon {
     opts: Options,
@@ -324,9 +334,9 @@ impl Daemon {
         let to_remove: Vec<&String> = pinned.iter().filter(|i| !targets.contains(i)).collect();
         let changed = !to_switch.is_empty() || !to_attach.is_empty();
         let addrs = crate::host::addresses().context("reading addresses")?;
-        let now = state::now_secs();
         let mut ifaces: BTreeMap<String, IfaceEntry> = attached;
         let mut switch_us = 0;
+        let mut failures = Vec::new();
         if changed || !to_record.is_empty() {
             // Everything that can fail comes before the first interface is touched: the
             // program loads (and passes the verifier) with its tables complete.
@@ -336,49 +346,12 @@ impl Daemon {
                 crate::stats::zero_rule(&self.opts.pin_dir, *slot)?;
             }
             ebpf::sync_pinned_local_addrs(&self.opts.pin_dir, &addrs.unicast, &addrs.broadcast)?;
-            let started = Instant::now();
-            for name in &to_switch {
-                links::switch(&mut dp, &self.opts.pin_dir, name)?;
-                let e = ifaces.entry((*name).clone()).or_insert_with(|| IfaceEntry {
-                    name: (*name).clone(),
-                    ifindex: ifindex(name),
-                    mode: "unknown".into(),
-                    policy_version: String::new(),
-                    since: now,
-                });
-                e.policy_version.clone_from(&c.version);
-                e.since = now;
-                log::info!("{name}: switched to policy {}", c.version);
-            }
-            switch_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            for name in &to_attach {
-                let mode = links::attach(&mut dp, &self.opts.pin_dir, name)?;
-                log::info!(
-                    "{name}: attached policy {} in {} mode",
-                    c.version,
-                    mode.name()
-                );
-                ifaces.insert(
-                    (*name).clone(),
-                    IfaceEntry {
-                        name: (*name).clone(),
-                        ifindex: ifindex(name),
-                        mode: mode.name().into(),
-                        policy_version: c.version.clone(),
-                        since: now,
-                    },
-                );
-            }
-            for name in &to_record {
-                match links::attach_egress(&mut dp, &self.opts.pin_dir, name) {
-                    Ok(()) => {
-                        log::info!("{name}: egress recorder attached (replies to unconnected UDP)");
-                    }
-                    Err(e) => log::warn!(
-                        "{name}: {e:#}; answers to unconnected UDP sockets will be judged by the rules"
-                    ),
-                }
-            }
+            let plan = Plan {
+                switch: &to_switch,
+                attach: &to_attach,
+                record: &to_record,
+            };
+            switch_us = self.put_in_force(&mut dp, &c, &plan, &mut ifaces, &mut failures);
             // Dropping the datapath closes our handles only: the pins hold what is attached.
             drop(dp);
         } else {
@@ -397,7 +370,85 @@ impl Daemon {
             log::info!("{name}: detached (no longer selected)");
         }
         self.record(&c, ifaces.into_values().collect(), changed, switch_us);
+        if !failures.is_empty() {
+            // What succeeded is in force and recorded; the rest is reported, not hidden.
+            anyhow::bail!(
+                "policy {} is not in force on every interface: {}",
+                c.version,
+                failures.join("; ")
+            );
+        }
         Ok(changed)
+    }
+
+    /// Switch, attach and add the egress recorder as `plan` says, with the loaded `dp`.
+    /// Interfaces that fail are listed in `failures`, the others carry on; the time from the
+    /// first switch to the last, in µs.
+    fn put_in_force(
+        &self,
+        dp: &mut Datapath,
+        c: &Compiled,
+        plan: &Plan<'_>,
+        ifaces: &mut BTreeMap<String, IfaceEntry>,
+        failures: &mut Vec<String>,
+    ) -> u64 {
+        let now = state::now_secs();
+        let (to_switch, to_attach, to_record) = (plan.switch, plan.attach, plan.record);
+        let started = Instant::now();
+        for name in to_switch {
+            // One interface failing (its link went away under us) must not leave the
+            // others unswitched, nor the state silent about what happened.
+            if let Err(e) = links::switch(dp, &self.opts.pin_dir, name) {
+                failures.push(format!("{name}: {e:#}"));
+                continue;
+            }
+            let e = ifaces.entry((*name).clone()).or_insert_with(|| IfaceEntry {
+                name: (*name).clone(),
+                ifindex: ifindex(name),
+                mode: "unknown".into(),
+                policy_version: String::new(),
+                since: now,
+            });
+            e.policy_version.clone_from(&c.version);
+            e.since = now;
+            log::info!("{name}: switched to policy {}", c.version);
+        }
+        let switch_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        for name in to_attach {
+            let mode = match links::attach(dp, &self.opts.pin_dir, name) {
+                Ok(mode) => mode,
+                Err(e) => {
+                    failures.push(format!("{name}: {e:#}"));
+                    continue;
+                }
+            };
+            log::info!(
+                "{name}: attached policy {} in {} mode",
+                c.version,
+                mode.name()
+            );
+            ifaces.insert(
+                (*name).clone(),
+                IfaceEntry {
+                    name: (*name).clone(),
+                    ifindex: ifindex(name),
+                    mode: mode.name().into(),
+                    policy_version: c.version.clone(),
+                    since: now,
+                },
+            );
+        }
+        for name in to_record {
+            match links::attach_egress(dp, &self.opts.pin_dir, name) {
+                Ok(()) => {
+                    log::info!("{name}: egress recorder attached (replies to unconnected UDP)");
+                }
+                Err(e) => log::warn!(
+                    "{name}: {e:#}; answers to unconnected UDP sockets will be judged by the rules"
+                ),
+            }
+        }
+        switch_us
     }
 
     /// Update and write the state after `apply`.
