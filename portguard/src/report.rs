@@ -183,7 +183,7 @@ pub fn build(
             .collect(),
     };
     let report = Report {
-        daemon_pid: state.as_ref().and_then(|s| alive(s.pid)),
+        daemon_pid: state.as_ref().and_then(State::daemon_pid),
         snapshot_at: snapshot_ms.and_then(|ms| rfc3339(ms / 1000)),
         site: state
             .as_ref()
@@ -241,10 +241,4 @@ fn is_permission(e: &anyhow::Error) -> bool {
             || c.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
     })
-}
-
-/// `pid` if a portguard process with that pid is alive.
-fn alive(pid: u32) -> Option<u32> {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (pid > 0 && comm.trim().starts_with("portguard")).then_some(pid)
 }

@@ -12,6 +12,8 @@
 //! `PORTGUARD_FUZZ_CASE` (replay that one case), `PORTGUARD_FUZZ_SECS` (budget of the ignored
 //! campaign, default 120), `PORTGUARD_FUZZ_FAILURES` (where failing inputs go).
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -25,6 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::{repo, toml_files};
 use portguard::{
     compile,
     policy::{self, Diagnostic, Diagnostics, Policy},
@@ -70,23 +73,6 @@ impl Rng {
 
 // ---------------------------------------------------------------------------------------------
 // Seed corpus
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
-}
-
-fn toml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
-    files
-}
 
 fn stem(path: &Path) -> String {
     path.file_stem()

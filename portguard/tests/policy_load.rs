@@ -2,33 +2,15 @@
 //! fixture must fail at the line it names, and a few semantics (aliases, warnings, defaults) are
 //! pinned on small scratch policies.
 
+mod common;
+
 use std::{
     fs,
     path::{Path, PathBuf},
 };
 
+use common::{policies, repo, toml_files};
 use portguard::policy::{self, Diagnostic, Diagnostics, Match, Mode, Policy, Proto, Severity};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
-}
-
-fn policies() -> PathBuf {
-    repo().join("policies")
-}
-
-fn toml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
-    files
-}
 
 fn load_example(name: &str) -> Policy {
     let site = policies().join("examples").join(name);

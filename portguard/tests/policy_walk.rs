@@ -3,12 +3,11 @@
 //! same flow from outside every role is denied. Then the counts and ports of each product file
 //! against the inventory in port-matrix.md §8.
 
-use std::{
-    collections::BTreeSet,
-    net::IpAddr,
-    path::{Path, PathBuf},
-};
+mod common;
 
+use std::{collections::BTreeSet, net::IpAddr};
+
+use common::policies;
 use ipnet::IpNet;
 use portguard::{
     compile::{
@@ -18,10 +17,6 @@ use portguard::{
     policy::{self, Match, Policy, Proto},
 };
 use portguard_common::classify::Outcome;
-
-fn policies() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
-}
 
 /// An address no example site maps to a role (198.19.255.0/24 and `2001:db8:ffff::/48`).
 fn outsider(v4: bool) -> IpAddr {

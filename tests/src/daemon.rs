@@ -415,6 +415,22 @@ interfaces = ["{b_if}"]
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The site of [`site`] (RHV-H1 off) in `mode` (`enforce` or `audit`), with the audit rate
+/// limit set to `rate` events per second and `burst`.
+#[must_use]
+pub fn site_with_audit(pair: &Pair, mode: &str, rate: u32, burst: u32) -> PathBuf {
+    let path = site(pair, false);
+    let text = std::fs::read_to_string(&path)
+        .expect("site file")
+        .replace("mode = \"enforce\"", &format!("mode = \"{mode}\""))
+        .replace(
+            "[failsafe]",
+            &format!("[audit]\nrate = {rate}\nburst = {burst}\n\n[failsafe]"),
+        );
+    std::fs::write(&path, text).expect("write site file");
+    path
+}
+
 /// A TCP listener in the protected namespace that accepts and closes.
 pub fn listen(pair: &Pair, port: u16) {
     let addr = SocketAddr::new(pair.b4, port);

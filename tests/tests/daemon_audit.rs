@@ -6,46 +6,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{daemon::Daemon, net::Pair, unique};
+use integration_tests::{
+    daemon::{Daemon, site_with_audit},
+    net::Pair,
+};
 
 const CLOSED: u16 = 5999;
-
-fn site(pair: &Pair, mode: &str, rate: u32, burst: u32) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(unique("pg-site-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("site.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"products = ["rhv"]
-features = ["ovn"]
-mode = "{mode}"
-
-[roles]
-"rhv.manager" = ["{a4}/32", "{a6}/128"]
-"rhv.host" = ["{b4}/32", "{b6}/128"]
-
-[failsafe]
-ssh_from = ["198.18.250.0/24"]
-
-[audit]
-rate = {rate}
-burst = {burst}
-
-[host]
-roles = ["rhv.host"]
-interfaces = ["{b_if}"]
-"#,
-            a4 = pair.a4,
-            a6 = pair.a6,
-            b4 = pair.b4,
-            b6 = pair.b6,
-            b_if = pair.b_if,
-        ),
-    )
-    .unwrap();
-    path
-}
 
 /// Send `n` datagrams from the peer to `to`; how many arrived at a socket bound there.
 fn udp(pair: &Pair, to: SocketAddr, n: u32) -> u32 {
@@ -98,7 +64,7 @@ fn flows(recs: &[serde_json::Value]) -> Vec<&serde_json::Value> {
 #[test]
 fn denied_flows_appear_in_audit_with_fields_and_counts() {
     let pair = Pair::new(71, 1500);
-    let d = Daemon::start(&pair.b, &site(&pair, "enforce", 1000, 1000), &[]);
+    let d = Daemon::start(&pair.b, &site_with_audit(&pair, "enforce", 1000, 1000), &[]);
     assert_eq!(udp(&pair, SocketAddr::new(pair.b4, CLOSED), 7), 0);
     assert_eq!(udp(&pair, SocketAddr::new(pair.b6, CLOSED + 1), 3), 0);
     let recs = wait_records(&d, |r| {
@@ -132,7 +98,7 @@ fn denied_flows_appear_in_audit_with_fields_and_counts() {
 #[test]
 fn a_flood_of_denied_packets_stays_bounded_and_accounted_for() {
     let pair = Pair::new(72, 1500);
-    let d = Daemon::start(&pair.b, &site(&pair, "enforce", 100, 50), &[]);
+    let d = Daemon::start(&pair.b, &site_with_audit(&pair, "enforce", 100, 50), &[]);
     let rss_before = d.rss_kib();
     let to = SocketAddr::new(pair.b4, CLOSED);
     let sent = 100_000u32;
@@ -184,7 +150,7 @@ fn a_flood_of_denied_packets_stays_bounded_and_accounted_for() {
 #[test]
 fn audit_mode_delivers_and_records_would_deny() {
     let pair = Pair::new(73, 1500);
-    let d = Daemon::start(&pair.b, &site(&pair, "audit", 1000, 1000), &[]);
+    let d = Daemon::start(&pair.b, &site_with_audit(&pair, "audit", 1000, 1000), &[]);
     assert_eq!(
         udp(&pair, SocketAddr::new(pair.b4, CLOSED), 5),
         5,

@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use integration_tests::{
-    daemon::{Daemon, Stream, connects, listen, site, write_site},
+    daemon::{Daemon, Stream, connects, listen, site, site_with_audit, write_site},
     net::Pair,
 };
 use portguard::daemon::links;
@@ -97,12 +97,7 @@ fn a_site_larger_than_the_maps_is_refused_and_changes_nothing() {
 #[test]
 fn a_full_audit_ring_counts_what_it_loses_and_enforcement_holds() {
     let pair = Pair::new(83, 1500);
-    let site = site(&pair, false);
-    let text = std::fs::read_to_string(&site).unwrap().replace(
-        "[failsafe]",
-        "[audit]\nrate = 1000000\nburst = 1000000\n\n[failsafe]",
-    );
-    std::fs::write(&site, text).unwrap();
+    let site = site_with_audit(&pair, "enforce", 1_000_000, 1_000_000);
     let mut d = Daemon::start(&pair.b, &site, &[]);
     // Nobody drains the ring while the daemon is down.
     d.kill9();

@@ -56,12 +56,9 @@ pub(super) fn run(args: &StateArgs, timeout: u64) -> anyhow::Result<ExitCode> {
     bail!("the daemon did not answer within {timeout} s; see its log (journalctl -u portguard)")
 }
 
-/// The daemon's pid if that process is alive and is portguard.
+/// The daemon's pid, as `kill(2)` takes it, if it runs.
 pub(super) fn daemon_pid(state: &State) -> Option<i32> {
-    let pid = i32::try_from(state.pid).ok().filter(|p| *p > 0)?;
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim().starts_with("portguard") && i32::try_from(std::process::id()) != Ok(pid))
-        .then_some(pid)
+    state.daemon_pid().and_then(|p| i32::try_from(p).ok())
 }
 
 /// Send `sig` to `pid`.

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use aya::programs::{
     Xdp, XdpMode,
     links::{FdLink, LinkError, PinnedLink},
@@ -215,14 +215,6 @@ fn link_detach(path: &Path) -> std::io::Result<()> {
     let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_DETACH, attr.as_mut_ptr(), 128) };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Fail unless the pinned link of `ifname` exists.
-pub fn require(pin_dir: &Path, ifname: &str) -> anyhow::Result<()> {
-    if !link_pin(pin_dir, ifname).exists() {
-        bail!("{ifname}: no pinned link");
     }
     Ok(())
 }

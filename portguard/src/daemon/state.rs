@@ -137,6 +137,16 @@ impl State {
         write_json_shared(run_dir, STATE_FILE, self, self.status_group)
     }
 
+    /// The daemon's pid, if the process that wrote this state is alive and is portguard
+    /// (a pid read from a file may have been reused by another program since).
+    #[must_use]
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let pid = self.pid;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (pid > 0 && pid != std::process::id() && comm.trim().starts_with("portguard"))
+            .then_some(pid)
+    }
+
     /// Slot of every rule, active or not.
     #[must_use]
     pub fn slots(&self) -> BTreeMap<String, u32> {

@@ -128,12 +128,5 @@ pub fn notify(state: &str) {
 /// `MONOTONIC_USEC=` value for `RELOADING=1` notifications.
 #[must_use]
 pub fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
-        + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1000
+    crate::audit::clock::monotonic_ns() / 1000
 }

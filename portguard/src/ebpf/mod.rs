@@ -11,7 +11,7 @@ use aya::{
         Array, HashMap, MapData, MapError, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::{ProgramError, Xdp},
+    programs::{Program, ProgramError, SchedClassifier, Xdp},
 };
 use portguard_common::{
     config::Config,
@@ -28,6 +28,31 @@ pub const NOOP_PROGRAM: &str = "portguard_noop";
 pub const EGRESS_PROGRAM: &str = "portguard_egress";
 /// Name of the drop-everything baseline program in the object.
 pub const DROP_PROGRAM: &str = "portguard_drop";
+
+/// The program types this object holds, as far as loading them goes (aya gives each type its
+/// own `load`, with no trait in common).
+trait Loadable {
+    fn is_loaded(&self) -> bool;
+    fn load_now(&mut self) -> Result<(), ProgramError>;
+}
+
+impl Loadable for Xdp {
+    fn is_loaded(&self) -> bool {
+        self.fd().is_ok()
+    }
+    fn load_now(&mut self) -> Result<(), ProgramError> {
+        self.load()
+    }
+}
+
+impl Loadable for SchedClassifier {
+    fn is_loaded(&self) -> bool {
+        self.fd().is_ok()
+    }
+    fn load_now(&mut self) -> Result<(), ProgramError> {
+        self.load()
+    }
+}
 
 /// Why the datapath could not be loaded or updated.
 #[derive(Debug, thiserror::Error)]
@@ -102,28 +127,23 @@ impl Datapath {
         Ok(dp)
     }
 
-    /// Verify and load one of the object's programs.
+    /// Verify and load one of the object's XDP programs.
     pub fn load_program(&mut self, name: &'static str) -> Result<&mut Xdp, DatapathError> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(DatapathError::Program {
-                name,
-                source: ProgramError::NotLoaded,
-            })?
-            .try_into()
-            .map_err(|source| DatapathError::Program { name, source })?;
-        if prog.fd().is_err() {
-            prog.load()
-                .map_err(|source| DatapathError::Program { name, source })?;
-        }
-        Ok(prog)
+        self.loaded(name)
     }
 
     /// The egress recorder, loaded on first use.
-    pub fn egress(&mut self) -> Result<&mut aya::programs::SchedClassifier, DatapathError> {
-        let name = EGRESS_PROGRAM;
-        let prog: &mut aya::programs::SchedClassifier = self
+    pub fn egress(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+        self.loaded(EGRESS_PROGRAM)
+    }
+
+    /// The program `name` as type `P`, verified and loaded into the kernel if it is not yet.
+    fn loaded<P>(&mut self, name: &'static str) -> Result<&mut P, DatapathError>
+    where
+        P: Loadable,
+        for<'p> &'p mut P: TryFrom<&'p mut Program, Error = ProgramError>,
+    {
+        let prog: &mut P = self
             .ebpf
             .program_mut(name)
             .ok_or(DatapathError::Program {
@@ -132,8 +152,8 @@ impl Datapath {
             })?
             .try_into()
             .map_err(|source| DatapathError::Program { name, source })?;
-        if prog.fd().is_err() {
-            prog.load()
+        if !prog.is_loaded() {
+            prog.load_now()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
         Ok(prog)

@@ -228,16 +228,7 @@ fn nft_rules(rules: &[HostRule]) -> Vec<String> {
             for p in &r.protos {
                 let what = match (p, &r.matches) {
                     (Proto::Tcp | Proto::Udp | Proto::Sctp, Match::Ports(ranges)) => {
-                        let ports: Vec<String> = ranges
-                            .iter()
-                            .map(|x| {
-                                if x.start() == x.end() {
-                                    x.start().to_string()
-                                } else {
-                                    format!("{}-{}", x.start(), x.end())
-                                }
-                            })
-                            .collect();
+                        let ports: Vec<String> = ranges.iter().map(span).collect();
                         let l4 = match p {
                             Proto::Tcp => "tcp",
                             Proto::Udp => "udp",
@@ -258,17 +249,17 @@ fn nft_rules(rules: &[HostRule]) -> Vec<String> {
     out
 }
 
+/// `22` or `5900-6923`, as nft writes a set element.
+fn span<T: std::fmt::Display + PartialEq>(r: &std::ops::RangeInclusive<T>) -> String {
+    if r.start() == r.end() {
+        r.start().to_string()
+    } else {
+        format!("{}-{}", r.start(), r.end())
+    }
+}
+
 fn icmp(kw: &str, types: &[std::ops::RangeInclusive<u8>], code: Option<u8>) -> String {
-    let t: Vec<String> = types
-        .iter()
-        .map(|x| {
-            if x.start() == x.end() {
-                x.start().to_string()
-            } else {
-                format!("{}-{}", x.start(), x.end())
-            }
-        })
-        .collect();
+    let t: Vec<String> = types.iter().map(span).collect();
     let mut s = format!("{kw} type {{ {} }}", t.join(", "));
     if let Some(c) = code {
         let _ = write!(s, " {kw} code {c}");
