@@ -1,4 +1,8 @@
 //! portguard: the documented port matrices of virtualization products, enforced with XDP.
+//!
+//! Layers, from the top down (nothing imports a layer above it): `cli` (one verb a file) ->
+//! `daemon` and `lab` -> `state`, `audit`, `compile`, `lockout` -> `policy`, `ebpf`, `host`,
+//! `paths` -> `portguard_common`.
 
 pub mod audit;
 pub mod cli;
@@ -7,10 +11,10 @@ pub mod daemon;
 pub mod ebpf;
 pub mod host;
 pub mod lab;
+pub mod lockout;
 pub mod paths;
 pub mod policy;
-pub mod report;
-pub mod stats;
+pub mod state;
 
 /// The compiled XDP object (built by build.rs).
 pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portguard"));

@@ -647,7 +647,7 @@ fn run_case(
             }
             for roles in sets {
                 panic::catch_unwind(AssertUnwindSafe(|| {
-                    let _ = compile::for_host(&p, &roles, None);
+                    let _ = compile::for_host(&p, &roles);
                 }))
                 .map_err(|_| format!("compile::for_host({roles:?}) panicked: {}", last_panic()))?;
             }

@@ -84,8 +84,7 @@ fn walk(example: &str) -> usize {
             .find(|t| p.roles.contains_key(*t))
             .unwrap_or_else(|| panic!("{}: no destination role", rule.id))
             .clone();
-        let host =
-            for_host(&p, &[dest], None).unwrap_or_else(|e| panic!("{example} {}: {e}", rule.id));
+        let host = for_host(&p, &[dest]).unwrap_or_else(|e| panic!("{example} {}: {e}", rule.id));
         let compiled = host
             .rules
             .iter()

@@ -16,7 +16,7 @@ use integration_tests::{
     net::Pair,
     unique,
 };
-use portguard::daemon::links;
+use portguard::ebpf::links;
 
 const GENEVE: u16 = 6081;
 const VDSM: u16 = 54321;

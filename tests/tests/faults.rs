@@ -8,7 +8,7 @@ use integration_tests::{
     daemon::{Daemon, Stream, connects, listen, site, site_with_audit, write_site},
     net::Pair,
 };
-use portguard::daemon::links;
+use portguard::ebpf::links;
 use rand::{Rng as _, SeedableRng as _, rngs::SmallRng};
 
 const GENEVE: u16 = 6081;

@@ -91,7 +91,7 @@ fn compile(site: &str, roles: &[&str], extra: &[(&str, TableRule)]) -> Compiled 
     let policy = policy::load(&path, Path::new(POLICIES))
         .unwrap_or_else(|d| panic!("site file does not load:\n{d}\n{site}"));
     let roles: Vec<String> = roles.iter().map(ToString::to_string).collect();
-    let host = for_host(&policy, &roles, None).expect("compile for host");
+    let host = for_host(&policy, &roles).expect("compile for host");
     let mut table_rules: Vec<TableRule> = host.rules.iter().map(TableRule::from).collect();
     let mut slots: BTreeMap<String, u32> =
         host.rules.iter().map(|r| (r.id.clone(), r.slot)).collect();

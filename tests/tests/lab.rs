@@ -96,7 +96,7 @@ fn lab(prefix: &str, args: &[&str]) -> (Output, Vec<Value>) {
 fn rules_in_force(site: &Path) -> Vec<String> {
     let policy = policy::load(site, &policies_dir()).expect("example site loads");
     let (roles, _) = host_roles(&policy);
-    compile::for_host(&policy, &roles, None)
+    compile::for_host(&policy, &roles)
         .expect("example site compiles")
         .rules
         .into_iter()

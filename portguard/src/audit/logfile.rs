@@ -14,8 +14,6 @@ use std::{
 
 use super::{AuditError, record::Record};
 
-/// The default log (`LogsDirectory=portguard`); the site file's `[audit] path` overrides it.
-pub const DEFAULT_PATH: &str = "/var/log/portguard/audit.jsonl";
 /// Mode of the log directory when portguard creates it.
 const DIR_MODE: u32 = 0o750;
 /// Mode of new log files.

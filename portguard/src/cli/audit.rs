@@ -13,10 +13,10 @@ use jiff::Timestamp;
 use super::args::AuditArgs;
 use crate::audit::{
     Record,
-    logfile::DEFAULT_PATH,
     query::{self, Filter, Follower, Top},
     record::FlowRecord,
 };
+use crate::paths::AUDIT_LOG;
 
 /// How often `--follow` looks for new lines: the daemon writes once per window (5 s).
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
@@ -71,14 +71,14 @@ fn log_path(args: &AuditArgs) -> PathBuf {
         return p.clone();
     }
     if !args.policy.site.exists() {
-        return PathBuf::from(DEFAULT_PATH);
+        return PathBuf::from(AUDIT_LOG);
     }
     match super::load_policy(&args.policy) {
         Ok(p) => p.audit.path,
         Err(e) => {
             // The log is still worth reading when the policy has errors (it may be why).
-            eprintln!("portguard: warning: {e:#}\nportguard: warning: reading {DEFAULT_PATH}");
-            PathBuf::from(DEFAULT_PATH)
+            eprintln!("portguard: warning: {e:#}\nportguard: warning: reading {AUDIT_LOG}");
+            PathBuf::from(AUDIT_LOG)
         }
     }
 }

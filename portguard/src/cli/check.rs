@@ -9,7 +9,7 @@ pub(super) fn run(args: &PolicyArgs, json: bool, force: bool) -> anyhow::Result<
     let dir = paths::policies_dir(args.policies.as_deref());
     match policy::load(&args.site, &dir) {
         Ok(p) => {
-            if let Some(cut) = super::lockout::session_cut(&p, &[]) {
+            if let Some(cut) = crate::lockout::session_cut(&p, &[]) {
                 if !force {
                     eprintln!("{}: error: {cut}", args.site.display());
                     return Ok(ExitCode::FAILURE);

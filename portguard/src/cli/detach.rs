@@ -8,9 +8,10 @@ use super::{
     args::StateArgs,
     reload::{daemon_pid, signal},
 };
-use crate::daemon::{
-    links,
-    state::{SAMPLE_FILE, STATE_FILE, State},
+use crate::{
+    ebpf::links,
+    paths::{SAMPLE_FILE, STATE_FILE},
+    state::State,
 };
 
 pub(super) fn run(args: &StateArgs) -> anyhow::Result<ExitCode> {

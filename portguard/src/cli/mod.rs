@@ -7,7 +7,6 @@ mod compile;
 mod detach;
 mod explain;
 mod lab;
-mod lockout;
 mod reload;
 mod run;
 mod status;
@@ -155,7 +154,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Load the site policy, or print every problem as `FILE:LINE:COL: message` and fail.
 fn load_policy(args: &PolicyArgs) -> anyhow::Result<Policy> {
     let dir = paths::policies_dir(args.policies.as_deref());
-    policy::load(&args.site, &dir).map_err(|diags| anyhow::anyhow!("{diags}"))
+    Ok(policy::load(&args.site, &dir)?)
 }
 
 /// Compile the policy for the host described by `host` (or owning `dst`, or this machine).
@@ -165,5 +164,5 @@ fn host_policy(
     dst: Option<std::net::IpAddr>,
 ) -> anyhow::Result<HostPolicy> {
     let roles = crate::compile::host_roles(policy, &host.host_roles, dst)?;
-    Ok(for_host(policy, &roles, None)?)
+    Ok(for_host(policy, &roles)?)
 }

@@ -8,7 +8,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::args::StateArgs;
-use crate::daemon::state::State;
+use crate::state::State;
 
 pub(super) fn run(args: &StateArgs, timeout: u64) -> anyhow::Result<ExitCode> {
     let before = State::read(&args.run_dir)?.with_context(|| {

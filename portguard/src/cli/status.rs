@@ -3,7 +3,7 @@
 use std::{fmt::Write as _, process::ExitCode, time::Duration};
 
 use super::args::StateArgs;
-use crate::report::{self, Report};
+use crate::state::report::{self, Report};
 
 pub(super) fn run(args: &StateArgs, json: bool, watch: Option<u64>) -> anyhow::Result<ExitCode> {
     let (mut report, mut prev) = report::build(&args.pin_dir, &args.run_dir, None)?;

@@ -15,7 +15,10 @@ use super::{
     args::StateArgs,
     reload::{daemon_pid, signal},
 };
-use crate::daemon::state::{self, State, TRIAL_REQUEST, TrialRequest};
+use crate::{
+    paths::TRIAL_REQUEST,
+    state::{self, State, TrialRequest},
+};
 
 fn running(args: &StateArgs) -> anyhow::Result<(State, i32)> {
     let st = State::read(&args.run_dir)?.with_context(|| {
@@ -37,7 +40,7 @@ pub(super) fn apply(
     // Refuse here, before the daemon sees anything, a policy that locks this session out.
     let dir = crate::paths::policies_dir(before.policies.as_deref());
     if let Ok(p) = crate::policy::load(&before.site, &dir)
-        && let Some(cut) = super::lockout::session_cut(&p, &before.host_roles)
+        && let Some(cut) = crate::lockout::session_cut(&p, &before.host_roles)
     {
         if !force {
             bail!("{}: {cut}", before.site.display());

@@ -1,68 +1,24 @@
-//! A site's policy -> the rules that apply to one host, in evaluation order -> datapath tables.
+//! A site's policy -> the rules that apply to one host, in evaluation order ([`select`]) ->
+//! counter slots ([`slots`], the daemon's) -> datapath tables ([`tables`]).
 
-use std::{collections::BTreeSet, net::IpAddr};
-
-use ipnet::IpNet;
 use portguard_common::{
     config::{Config, DROP, JUDGE, MODE_AUDIT, MODE_ENFORCE, PASS},
     reference::Tables,
 };
 use serde::Serialize;
 
-use crate::policy::{Match, Mode, Origin, Policy, Proto};
+use crate::policy::{Mode, Policy};
 
 pub mod flow;
+pub mod select;
+pub mod slots;
 pub mod tables;
 
+pub use select::{HostRule, Inactive, Selection, host_roles, roles_for, select};
 pub use tables::{TableError, TableRule};
 
 /// Id of the failsafe rule that always comes first.
 pub const FAILSAFE_ID: &str = "FAILSAFE-SSH";
-
-/// One rule in force on this host, with everything `compile`, `explain` and `status` show.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct HostRule {
-    /// Counter slot in the datapath.
-    pub slot: u32,
-    /// Rule id (document row), e.g. `RHV-H10`.
-    pub id: String,
-    /// Product, `essentials`, or `failsafe`.
-    pub product: String,
-    /// Purpose from the document.
-    pub purpose: String,
-    /// Document row.
-    pub doc: String,
-    /// Source roles.
-    pub from: Vec<String>,
-    /// Source prefixes (union of the roles' ranges).
-    pub sources: Vec<IpNet>,
-    /// Protocols.
-    pub protos: Vec<Proto>,
-    /// Ports or ICMP types.
-    pub matches: Match,
-    /// Where it is written (none for the failsafe, which comes from the site).
-    pub origin: Option<Origin>,
-}
-
-impl From<&HostRule> for TableRule {
-    fn from(r: &HostRule) -> Self {
-        TableRule {
-            slot: r.slot,
-            sources: r.sources.clone(),
-            protos: r.protos.clone(),
-            matches: r.matches.clone(),
-        }
-    }
-}
-
-/// A rule that targets this host but cannot be enforced, with the reason.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Inactive {
-    /// Rule id.
-    pub id: String,
-    /// Why it compiles to nothing.
-    pub why: String,
-}
 
 /// The compiled slice of a site policy for one host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -101,61 +57,6 @@ pub enum CompileError {
     Tables(#[from] TableError),
 }
 
-/// The roles a host with these addresses plays: every managed role whose site ranges contain
-/// one of them (roles mapped to `any` are skipped: they would match every host).
-#[must_use]
-pub fn roles_for(policy: &Policy, addrs: &[IpAddr]) -> Vec<String> {
-    policy
-        .roles
-        .values()
-        .filter(|r| {
-            r.managed
-                && !r.any
-                && r.sources
-                    .iter()
-                    .any(|n| addrs.iter().any(|a| n.contains(a)))
-        })
-        .map(|r| r.id.clone())
-        .collect()
-}
-
-/// The roles of the host being compiled for: those `given` (aliases resolved), else the site's
-/// `[host] roles`, else derived from `dst` or, without it, from this machine's addresses.
-pub fn host_roles(
-    policy: &Policy,
-    given: &[String],
-    dst: Option<IpAddr>,
-) -> Result<Vec<String>, CompileError> {
-    if !given.is_empty() {
-        return Ok(given
-            .iter()
-            .map(|r| policy.aliases.get(r).cloned().unwrap_or_else(|| r.clone()))
-            .collect());
-    }
-    if let Some(r) = &policy.host.roles {
-        return Ok(r.clone());
-    }
-    let addrs = match dst {
-        Some(d) => vec![d],
-        None => {
-            crate::host::addresses()
-                .map_err(CompileError::Addresses)?
-                .unicast
-        }
-    };
-    let roles = roles_for(policy, &addrs);
-    if roles.is_empty() {
-        return Err(CompileError::NoRole {
-            addresses: addrs
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    }
-    Ok(roles)
-}
-
 fn config_for(policy: &Policy) -> Config {
     let d = &policy.datapath;
     Config {
@@ -173,98 +74,28 @@ fn config_for(policy: &Policy) -> Config {
     }
 }
 
-#[expect(
-    clippy::similar_names,
-    reason = "`roles` and `rules` are the domain's own words"
-)]
-/// Compile the rules that apply to a host playing `roles`. `slot_of` gives each rule id its
-/// counter slot (the daemon keeps them stable across reloads); `None` numbers rules in order.
-pub fn for_host(
-    policy: &Policy,
-    roles: &[String],
-    slot_of: Option<&dyn Fn(&str) -> u32>,
-) -> Result<HostPolicy, CompileError> {
-    for r in roles {
-        if !policy.roles.contains_key(r) {
-            return Err(CompileError::UnknownRole(r.clone()));
-        }
-    }
-    let mine: BTreeSet<&str> = roles.iter().map(String::as_str).chain(["host"]).collect();
-    let mut rules = Vec::new();
-    let mut inactive = Vec::new();
-    let mut next = 0u32;
-    let mut slot = |id: &str| {
-        let s = slot_of.map_or(next, |f| f(id));
-        next += 1;
-        s
-    };
-    if !policy.failsafe_ssh.is_empty() {
-        rules.push(HostRule {
-            slot: slot(FAILSAFE_ID),
-            id: FAILSAFE_ID.to_owned(),
-            product: "failsafe".to_owned(),
-            purpose: "site failsafe: SSH for administrators, ahead of every rule".to_owned(),
-            doc: format!("{} [failsafe] ssh_from", policy.site_file.display()),
-            from: vec!["failsafe.ssh_from".to_owned()],
-            sources: policy.failsafe_ssh.clone(),
-            protos: vec![Proto::Tcp],
-            matches: Match::Ports(vec![22..=22]),
-            origin: None,
-        });
-    }
-    for rule in &policy.rules {
-        if !rule.to.iter().any(|t| mine.contains(t.as_str())) {
-            continue;
-        }
-        if !rule.enabled {
-            inactive.push(Inactive {
-                id: rule.id.clone(),
-                why: format!("condition not met: {}", rule.when.join(", ")),
-            });
-            continue;
-        }
-        let mut sources = Vec::new();
-        for from in &rule.from {
-            if from == "any" {
-                sources.extend(["0.0.0.0/0", "::/0"].map(|s| s.parse::<IpNet>().expect("literal")));
-            } else if let Some(role) = policy.roles.get(from) {
-                sources.extend(role.sources.iter().copied());
-            }
-        }
-        sources.sort();
-        sources.dedup();
-        if sources.is_empty() {
-            inactive.push(Inactive {
-                id: rule.id.clone(),
-                why: format!(
-                    "no addresses for source role(s) {} in the site file",
-                    rule.from.join(", ")
-                ),
-            });
-            continue;
-        }
-        rules.push(HostRule {
-            slot: slot(&rule.id),
-            id: rule.id.clone(),
-            product: rule.product.clone(),
-            purpose: rule.purpose.clone(),
-            doc: rule.doc.clone(),
-            from: rule.from.clone(),
-            sources,
-            protos: rule.protos.clone(),
-            matches: rule.matches.clone(),
-            origin: Some(rule.origin.clone()),
-        });
-    }
+/// Build the datapath tables of a selection: the host's compiled policy.
+pub fn build(policy: &Policy, selection: Selection) -> Result<HostPolicy, CompileError> {
+    let Selection {
+        roles,
+        rules,
+        inactive,
+    } = selection;
     let table_rules: Vec<TableRule> = rules.iter().map(TableRule::from).collect();
     let mut tables = tables::build(&table_rules, config_for(policy))?;
     tables.config.policy_version = version_of(&tables);
     Ok(HostPolicy {
-        roles: roles.to_vec(),
+        roles,
         rules,
         inactive,
         tables,
     })
+}
+
+/// Select and build in one step, rules numbered in evaluation order (what `compile`,
+/// `explain`, the lab and the tests use; the daemon numbers by stable slots instead).
+pub fn for_host(policy: &Policy, roles: &[String]) -> Result<HostPolicy, CompileError> {
+    build(policy, select(policy, roles)?)
 }
 
 /// A stable hash of the tables: equal tables, equal version (FNV-1a over the contents).

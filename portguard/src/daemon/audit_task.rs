@@ -1,8 +1,6 @@
 //! The audit reader task of the daemon: drains the pinned ring buffer into the audit log, and
 //! is restarted when a reload moves the log.
 
-use anyhow::Context as _;
-
 use super::Daemon;
 use crate::audit;
 
@@ -15,9 +13,11 @@ pub(super) struct AuditTask {
 
 impl AuditTask {
     /// Start draining the pinned ring buffer into the log `config` names.
-    pub(super) fn start(daemon: &Daemon, config: audit::AuditConfig) -> anyhow::Result<Self> {
-        let reader = audit::Reader::open(&daemon.opts.pin_dir, config.clone())
-            .context("starting the audit reader")?;
+    pub(super) fn start(
+        daemon: &Daemon,
+        config: audit::AuditConfig,
+    ) -> Result<Self, audit::AuditError> {
+        let reader = audit::Reader::open(&daemon.opts.pin_dir, config.clone())?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(reader.run(
             audit::record::interface_name,

@@ -7,7 +7,6 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::Context as _;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -18,7 +17,19 @@ use tokio::{
     net::TcpListener,
 };
 
-use crate::report;
+use super::DaemonError;
+use crate::state::report::{self, ReportError};
+
+/// Why a scrape could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The counters or state could not be read.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// The text encoder failed.
+    #[error("encoding the metrics")]
+    Encode(#[from] std::fmt::Error),
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuleLabels {
@@ -35,7 +46,10 @@ struct ReasonLabels {
 }
 
 /// Render the current counters in the Prometheus text format.
-pub fn render(pin_dir: &std::path::Path, run_dir: &std::path::Path) -> anyhow::Result<String> {
+pub fn render(
+    pin_dir: &std::path::Path,
+    run_dir: &std::path::Path,
+) -> Result<String, MetricsError> {
     let (r, _) = report::build(pin_dir, run_dir, None)?;
     let interfaces = r
         .interfaces
@@ -107,10 +121,10 @@ pub fn render(pin_dir: &std::path::Path, run_dir: &std::path::Path) -> anyhow::R
 }
 
 /// Bind the endpoint: done before the daemon reports ready, so a bad address fails the start.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, DaemonError> {
     let listener = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+        .map_err(|source| DaemonError::Metrics { addr, source })?;
     log::info!("metrics on http://{addr}/metrics");
     Ok(listener)
 }
@@ -120,7 +134,7 @@ pub async fn serve(
     listener: TcpListener,
     pin_dir: PathBuf,
     run_dir: PathBuf,
-) -> anyhow::Result<()> {
+) -> std::io::Result<()> {
     loop {
         let (mut sock, _) = listener.accept().await?;
         let (pins, run) = (pin_dir.clone(), run_dir.clone());
@@ -148,7 +162,7 @@ pub async fn serve(
                         body.len()
                     ),
                     Err(e) => {
-                        let body = format!("{e:#}\n");
+                        let body = format!("{}\n", super::chain(&e));
                         format!(
                             "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                             body.len()

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, bail};
+use super::DaemonError;
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
@@ -39,8 +39,9 @@ fn effective_caps() -> std::io::Result<u64> {
 /// Fail, naming what is missing, unless this process may load and attach XDP programs:
 /// `CAP_BPF` (or `CAP_SYS_ADMIN` on kernels before 5.8), `CAP_NET_ADMIN`, and `CAP_PERFMON`
 /// (or `CAP_SYS_ADMIN`) for the helpers the program calls.
-pub fn check_capabilities() -> anyhow::Result<()> {
-    let caps = effective_caps().context("reading this process's capabilities")?;
+pub fn check_capabilities() -> Result<(), DaemonError> {
+    let caps =
+        effective_caps().map_err(DaemonError::system("reading this process's capabilities"))?;
     let has = |c: u32| caps & (1 << c) != 0;
     let mut missing = Vec::new();
     if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
@@ -53,18 +54,16 @@ pub fn check_capabilities() -> anyhow::Result<()> {
         missing.push("CAP_PERFMON");
     }
     if !missing.is_empty() {
-        bail!(
-            "missing capabilities: {} (run as root, or grant them: the unit file's \
-             AmbientCapabilities= lists what portguard needs)",
-            missing.join(", ")
-        );
+        return Err(DaemonError::Capabilities {
+            missing: missing.join(", "),
+        });
     }
     Ok(())
 }
 
 /// Make sure `pin_dir` is on a mounted bpffs, mounting one at its parent's bpffs root
 /// (`/sys/fs/bpf`) if none is, and create it with mode 0700.
-pub fn ensure_pin_dir(pin_dir: &Path) -> anyhow::Result<()> {
+pub fn ensure_pin_dir(pin_dir: &Path) -> Result<(), DaemonError> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let root = Path::new("/sys/fs/bpf");
     if pin_dir.starts_with(root) && fs_magic(root)? != BPF_FS_MAGIC {
@@ -81,25 +80,29 @@ pub fn ensure_pin_dir(pin_dir: &Path) -> anyhow::Result<()> {
             )
         };
         if rc != 0 {
-            return Err(std::io::Error::last_os_error()).context("mounting bpffs at /sys/fs/bpf");
+            return Err(DaemonError::dir("mounting bpffs at", root)(
+                std::io::Error::last_os_error(),
+            ));
         }
         log::info!("mounted bpffs at /sys/fs/bpf");
     }
-    std::fs::create_dir_all(pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
+    std::fs::create_dir_all(pin_dir).map_err(DaemonError::dir("creating", pin_dir))?;
     std::fs::set_permissions(pin_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .with_context(|| format!("setting mode 0700 on {}", pin_dir.display()))?;
+        .map_err(DaemonError::dir("setting mode 0700 on", pin_dir))?;
     Ok(())
 }
 
-fn fs_magic(path: &Path) -> anyhow::Result<i64> {
+fn fs_magic(path: &Path) -> Result<i64, DaemonError> {
     use std::os::unix::ffi::OsStrExt as _;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| DaemonError::dir("statfs", path)(e.into()))?;
     // SAFETY: statfs fills the struct we pass.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid path and out pointer.
     if unsafe { libc::statfs(c.as_ptr(), &raw mut st) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("statfs {}", path.display()));
+        return Err(DaemonError::dir("statfs", path)(
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(st.f_type)
 }

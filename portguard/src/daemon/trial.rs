@@ -4,15 +4,16 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Daemon, state};
+use super::Daemon;
+use crate::{
+    paths::{CONFIRMED_SITE, TRIAL_REQUEST},
+    state,
+};
 
-/// The site file as it was when its policy was last confirmed (put in force other than on
-/// trial), in the run directory: what a trial that is not confirmed puts back.
-const CONFIRMED_SITE: &str = "confirmed-site.toml";
 impl Daemon {
     /// SIGHUP: a plain reload, or a trial if `portguard apply` left a request.
     pub(super) fn reload_or_trial(&mut self) {
-        let path = self.opts.run_dir.join(state::TRIAL_REQUEST);
+        let path = self.opts.run_dir.join(TRIAL_REQUEST);
         let request: Option<state::TrialRequest> = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());

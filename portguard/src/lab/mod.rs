@@ -28,7 +28,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{compile, daemon::links, policy};
+use crate::{compile, ebpf::links, policy};
 use expect::Judge;
 use flows::{Row, Runner};
 use observe::Observer;
@@ -436,9 +436,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
         .with_context(|| format!("creating {}", paths.run_dir.display()))?;
     std::fs::write(paths.run_dir.join(MARKER), b"")?;
     let src = sources(opts, &paths)?;
-    let policy = policy::load(&src.site, &src.policies).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let policy = policy::load(&src.site, &src.policies)?;
     let (roles, roles_note) = plan::host_roles(&policy);
-    let hp = compile::for_host(&policy, &roles, None)?;
+    let hp = compile::for_host(&policy, &roles)?;
     let plan = Plan::new(&policy, &hp, &roles, &opts.prefix)?;
     let host = plan.host();
     let judge = Judge::new(&hp, host.addrs());
@@ -471,7 +471,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     let child = service::start(&paths, &launch)?;
     let pid = child.id();
     lab.daemon = Some(child);
-    let state = crate::daemon::state::State::read(&paths.run_dir)?.unwrap_or_default();
+    let state = crate::state::State::read(&paths.run_dir)?.unwrap_or_default();
     println!(
         "daemon: `portguard run` pid {pid} in {}, policy {}, {} ({} mode); pins {}, log {}\n",
         host.ns,

@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use super::expect::Counter;
 use crate::{
-    daemon::state::State,
-    stats::{self, Sample},
+    ebpf::counters::{self, Sample},
+    state::State,
 };
 
 /// Reasons that count background traffic of any network (ARP, multicast such as MLD reports
@@ -69,7 +69,7 @@ impl Observer {
 
     /// The counters now.
     pub fn sample(&self) -> anyhow::Result<Sample> {
-        stats::read(&self.pin_dir, self.slots)
+        Ok(counters::read(&self.pin_dir, self.slots)?)
     }
 
     /// Run `flow` and report the counters it moved. The counters are read again once they

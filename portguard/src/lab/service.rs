@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::daemon::state::State;
+use crate::state::State;
 
 /// How long the daemon may take to compile, load, attach and write its state.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -38,7 +38,6 @@ const DOUBTFUL_RULES: &[&str] = &["RHV-H3", "RHV-H4"];
 /// `veeam-19000-reverse`): they open ports the documents disagree about.
 const DOUBTFUL_FEATURE_WORDS: &[&str] = &["compat", "reverse"];
 
-const DEFAULT_AUDIT_PATH: &str = "/var/log/portguard/audit.jsonl";
 const DEFAULT_AUDIT_RATE: u32 = 100;
 const DEFAULT_AUDIT_BURST: u32 = 200;
 const DEFAULT_AUDIT_MAX_BYTES: u64 = 10 * 1024 * 1024;
@@ -1141,7 +1140,7 @@ fn audit_settings(sink: &mut Sink, src: &SourceFile, a: &AuditSection) -> AuditS
     let value = |v: Option<&Spanned<u32>>, default| v.map_or(default, |v| *v.get_ref());
     let settings = AuditSettings {
         path: a.path.as_ref().map_or_else(
-            || PathBuf::from(DEFAULT_AUDIT_PATH),
+            || PathBuf::from(crate::paths::AUDIT_LOG),
             |p| p.get_ref().clone(),
         ),
         rate: value(a.rate.as_ref(), DEFAULT_AUDIT_RATE),

@@ -296,7 +296,7 @@ pub(crate) fn rhv_policy(root: &Path) -> HostPolicy {
         &root.join("policies"),
     )
     .unwrap_or_else(|d| panic!("loading policies/examples/rhv.toml: {d:?}"));
-    compile::for_host(&policy, &["rhv.host".to_owned()], None).expect("compile for rhv.host")
+    compile::for_host(&policy, &["rhv.host".to_owned()]).expect("compile for rhv.host")
 }
 
 /// The slot of a rule by id.

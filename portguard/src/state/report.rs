@@ -8,11 +8,23 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::{
-    daemon::state::{IfaceEntry, ReloadEntry, SavedSample, State, now_ms, now_secs},
-    stats::{self, Sample},
-};
 use portguard_common::{maps::MAX_RULES, reason::Reason};
+
+use super::{
+    IfaceEntry, ReloadEntry, SavedSample, State, StateError, TrialEntry, now_ms, now_secs,
+};
+use crate::ebpf::counters::{self, CountersError, Sample};
+
+/// Why the report could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The state file could not be read.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The pinned counters could not be read (and no daemon sample stands in for them).
+    #[error(transparent)]
+    Counters(#[from] CountersError),
+}
 
 /// One rule's line in the report.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -89,7 +101,7 @@ pub struct Report {
     /// The last reload.
     pub reload: ReloadEntry,
     /// The policy in force is on trial (`apply --confirm-within`).
-    pub trial: Option<crate::daemon::state::TrialEntry>,
+    pub trial: Option<TrialEntry>,
 }
 
 /// RFC 3339 form of a Unix time in seconds.
@@ -116,7 +128,7 @@ pub fn build(
     pin_dir: &Path,
     run_dir: &Path,
     previous: Option<&Previous>,
-) -> anyhow::Result<(Report, Previous)> {
+) -> Result<(Report, Previous), ReportError> {
     let state = State::read(run_dir)?;
     let slots = state.as_ref().map_or(MAX_RULES, |s| {
         s.rules.iter().map(|r| r.slot + 1).max().unwrap_or(0)
@@ -124,11 +136,11 @@ pub fn build(
     let saved = SavedSample::read(run_dir);
     // Operators in the status group may read the run directory but not the maps: they get
     // the daemon's latest sample (at most a few seconds old) instead.
-    let (sample, snapshot_ms) = match stats::read(pin_dir, slots) {
+    let (sample, snapshot_ms) = match counters::read(pin_dir, slots) {
         Ok(s) => (s, None),
         Err(e) => match &saved {
-            Some(s) if is_permission(&e) => (s.to_sample(), Some(s.at_ms)),
-            _ => return Err(e),
+            Some(s) if e.is_permission() => (s.to_sample(), Some(s.at_ms)),
+            _ => return Err(e.into()),
         },
     };
     let at_ms = snapshot_ms.unwrap_or_else(now_ms);
@@ -230,15 +242,4 @@ fn reasons(sample: &Sample) -> Vec<ReasonReport> {
             }
         })
         .collect()
-}
-
-/// Whether `e` comes from being refused access (to bpffs or the bpf syscall).
-fn is_permission(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        let text = c.to_string();
-        text.contains("Permission denied")
-            || text.contains("Operation not permitted")
-            || c.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
-    })
 }

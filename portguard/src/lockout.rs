@@ -31,10 +31,10 @@ fn ssh_session() -> Option<(IpAddr, u16, IpAddr, u16)> {
 
 /// Why `policy` would refuse the next login of this SSH session, if it would.
 #[must_use]
-pub(super) fn session_cut(policy: &Policy, host: &[String]) -> Option<String> {
+pub fn session_cut(policy: &Policy, host: &[String]) -> Option<String> {
     let (client, cport, server, sport) = ssh_session()?;
     let roles = host_roles(policy, host, Some(server)).ok()?;
-    let compiled = for_host(policy, &roles, None).ok()?;
+    let compiled = for_host(policy, &roles).ok()?;
     let flow = Flow {
         src: client,
         dst: server,

@@ -1,5 +1,5 @@
 //! What the daemon has put in force, written to the run directory for `status`, `reload`,
-//! `detach` and the next daemon.
+//! `detach`, the lab and the next daemon.
 //!
 //! The kernel keeps the enforcement itself (pinned links, programs and maps); this file keeps
 //! what the kernel objects cannot say: which rule owns which counter slot, which policy version
@@ -12,13 +12,54 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-/// File name of the state in the run directory.
-pub const STATE_FILE: &str = "state.json";
-/// File name of the daemon's latest counter sample (for rates and last-hit times).
-pub const SAMPLE_FILE: &str = "counters.json";
+use crate::paths::{SAMPLE_FILE, STATE_FILE};
+
+pub mod report;
+
+/// Why a file of the run directory could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The file exists but could not be read.
+    #[error("reading {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not what portguard writes there (another program's, or corrupt).
+    #[error("{path}: not a portguard state file")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file (or its directory) could not be written, synced or renamed into place.
+    #[error("writing {path}")]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Giving a file to the status group failed (chown or chmod).
+    #[error("giving {path} to group {gid}")]
+    Share {
+        /// The file.
+        path: PathBuf,
+        /// The group.
+        gid: u32,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// One rule that owns a counter slot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,9 +122,6 @@ pub struct TrialRequest {
     pub confirm_within: u64,
 }
 
-/// File name of a pending trial request in the run directory.
-pub const TRIAL_REQUEST: &str = "trial-request.json";
-
 /// Everything `status` and the next daemon need to know.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -121,19 +159,19 @@ pub struct State {
 
 impl State {
     /// Read the state from `run_dir`, `None` if there is none.
-    pub fn read(run_dir: &Path) -> anyhow::Result<Option<Self>> {
+    pub fn read(run_dir: &Path) -> Result<Option<Self>, StateError> {
         let path = run_dir.join(STATE_FILE);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .with_context(|| format!("{}: not a portguard state file", path.display())),
+                .map_err(|source| StateError::Parse { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(source) => Err(StateError::Read { path, source }),
         }
     }
 
     /// Replace the state in `run_dir` atomically.
-    pub fn write(&self, run_dir: &Path) -> anyhow::Result<()> {
+    pub fn write(&self, run_dir: &Path) -> Result<(), StateError> {
         write_json_shared(run_dir, STATE_FILE, self, self.status_group)
     }
 
@@ -183,15 +221,16 @@ impl SavedSample {
     }
 
     /// Replace the sample atomically, readable by `group` if given.
-    pub fn write(&self, run_dir: &Path, group: Option<u32>) -> anyhow::Result<()> {
+    pub fn write(&self, run_dir: &Path, group: Option<u32>) -> Result<(), StateError> {
         write_json_shared(run_dir, SAMPLE_FILE, self, group)
     }
 
-    /// The sample as a [`crate::stats::Sample`], for `status` without access to the maps.
+    /// The sample as a [`crate::ebpf::counters::Sample`], for `status` without access to the
+    /// maps.
     #[must_use]
-    pub fn to_sample(&self) -> crate::stats::Sample {
+    pub fn to_sample(&self) -> crate::ebpf::counters::Sample {
         use portguard_common::maps::Counters;
-        crate::stats::Sample {
+        crate::ebpf::counters::Sample {
             rules: self
                 .packets
                 .iter()
@@ -220,7 +259,7 @@ impl SavedSample {
 }
 
 /// Write `value` as JSON to `dir/name`, atomically.
-pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> anyhow::Result<()> {
+pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), StateError> {
     write_json_shared(dir, name, value, None)
 }
 
@@ -230,19 +269,26 @@ pub fn write_json_shared<T: Serialize>(
     name: &str,
     value: &T,
     group: Option<u32>,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+) -> Result<(), StateError> {
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StateError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(write_err(dir))?;
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    serde_json::to_writer_pretty(&mut f, value)?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(std::io::Error::from)
+        .map_err(write_err(&tmp))?;
+    bytes.push(b'\n');
+    let mut f = std::fs::File::create(&tmp).map_err(write_err(&tmp))?;
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(write_err(&tmp))?;
     if let Some(gid) = group {
         share_with(&tmp, gid, 0o640)?;
     }
-    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
+    std::fs::rename(&tmp, &path).map_err(write_err(&path))
 }
 
 /// Seconds since the Unix epoch.
@@ -263,10 +309,13 @@ pub fn now_ms() -> u64 {
 
 /// Give `path` to group `gid` with `mode`: how `status` and `audit` become readable by a group
 /// of operators while the maps stay root's.
-pub fn share_with(path: &Path, gid: u32, mode: u32) -> anyhow::Result<()> {
+pub fn share_with(path: &Path, gid: u32, mode: u32) -> Result<(), StateError> {
     use std::os::unix::fs::PermissionsExt as _;
     std::os::unix::fs::chown(path, Some(0), Some(gid))
-        .with_context(|| format!("chown {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {}", path.display()))
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
+        .map_err(|source| StateError::Share {
+            path: path.to_owned(),
+            gid,
+            source,
+        })
 }

@@ -8,14 +8,104 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use aya::programs::{
-    Xdp, XdpMode,
-    links::{FdLink, LinkError, PinnedLink},
+    ProgramError, Xdp, XdpMode,
+    links::{FdLink, LinkError as AyaLinkError, PinnedLink},
     xdp::{XdpLink, XdpLinkId},
 };
 
-use crate::ebpf::Datapath;
+use super::{Datapath, DatapathError};
+use crate::paths::LINKS_SUBDIR;
+
+/// Why a link could not be attached, opened, switched or removed; every variant names the
+/// interface or pin.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The program could not be loaded (see [`DatapathError`]).
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// Attaching the program to an interface failed.
+    #[error(
+        "{ifname}: attaching {what} (does the interface exist? is another XDP program attached?)"
+    )]
+    Attach {
+        /// The interface.
+        ifname: String,
+        /// The XDP program or the egress recorder.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: ProgramError,
+    },
+    /// The kernel attached without a `bpf_link`, which nothing could pin.
+    #[error("{ifname}: the kernel attached {what} without a bpf_link (Linux >= {needs} needed)")]
+    NoLink {
+        /// The interface.
+        ifname: String,
+        /// The XDP program or the egress recorder.
+        what: &'static str,
+        /// The kernel version that added such links.
+        needs: &'static str,
+    },
+    /// A link exists but could not be used as the kind expected.
+    #[error("{ifname}: {what}")]
+    Link {
+        /// The interface.
+        ifname: String,
+        /// What was being done.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: AyaLinkError,
+    },
+    /// Replacing the program of a pinned link failed.
+    #[error("{ifname}: replacing the program in its link")]
+    Switch {
+        /// The interface.
+        ifname: String,
+        /// Cause.
+        #[source]
+        source: ProgramError,
+    },
+    /// Creating, reading or removing a pin (or the links directory) failed.
+    #[error("{action} {path}")]
+    Pin {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A new link could not be pinned.
+    #[error("pinning link at {path}")]
+    PinLink {
+        /// The pin.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: aya::pin::PinError,
+    },
+    /// A pinned link could not be opened.
+    #[error("opening pinned link {path}")]
+    Open {
+        /// The pin.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: AyaLinkError,
+    },
+}
+
+fn pin_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LinkError {
+    let path = path.to_owned();
+    move |source| LinkError::Pin {
+        action,
+        path,
+        source,
+    }
+}
 
 /// How an interface runs the program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +130,7 @@ impl AttachMode {
 /// Directory of the link pins.
 #[must_use]
 pub fn links_dir(pin_dir: &Path) -> PathBuf {
-    pin_dir.join("links")
+    pin_dir.join(LINKS_SUBDIR)
 }
 
 /// Pin path of the link of `ifname`.
@@ -72,30 +162,43 @@ const EGRESS_PREFIX: &str = "egress:";
 
 /// Attach the egress recorder to `ifname` (tcx, Linux 6.6) and pin its link. Replies to
 /// unconnected UDP sockets depend on it; enforcement does not, so callers only log a failure.
-pub fn attach_egress(dp: &mut Datapath, pin_dir: &Path, ifname: &str) -> anyhow::Result<()> {
+pub fn attach_egress(dp: &mut Datapath, pin_dir: &Path, ifname: &str) -> Result<(), LinkError> {
+    const WHAT: &str = "the egress recorder";
     let prog = dp.egress()?;
+    let attach_err = |source| LinkError::Attach {
+        ifname: ifname.to_owned(),
+        what: WHAT,
+        source,
+    };
     let id = prog
         .attach(ifname, aya::programs::TcAttachType::Egress)
-        .with_context(|| format!("{ifname}: attaching the egress recorder"))?;
-    let link = prog.take_link(id).context("taking link")?;
-    let link = FdLink::try_from(link).map_err(|_| {
-        anyhow::anyhow!("{ifname}: tc attached without a link (Linux >= 6.6 needed)")
+        .map_err(attach_err)?;
+    let link = prog.take_link(id).map_err(attach_err)?;
+    let link = FdLink::try_from(link).map_err(|_| LinkError::NoLink {
+        ifname: ifname.to_owned(),
+        what: WHAT,
+        needs: "6.6",
     })?;
     let path = egress_pin(pin_dir, ifname);
-    drop(
-        link.pin(&path)
-            .with_context(|| format!("pinning link at {}", path.display()))?,
-    );
+    drop(link.pin(&path).map_err(|e| pin_error(&path, e))?);
     Ok(())
 }
 
+/// A link that could not be pinned at `path`.
+fn pin_error(path: &Path, source: aya::pin::PinError) -> LinkError {
+    LinkError::PinLink {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// Interfaces that have a pinned link.
-pub fn pinned(pin_dir: &Path) -> anyhow::Result<Vec<String>> {
+pub fn pinned(pin_dir: &Path) -> Result<Vec<String>, LinkError> {
     let dir = links_dir(pin_dir);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        Err(e) => return Err(pin_err("listing", &dir)(e)),
     };
     let mut names: Vec<String> = entries
         .filter_map(Result::ok)
@@ -108,19 +211,30 @@ pub fn pinned(pin_dir: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// Kernel id of the program a pinned link runs, to tell whether it is the one expected.
-pub fn pinned_program_id(pin_dir: &Path, ifname: &str) -> anyhow::Result<u32> {
+pub fn pinned_program_id(pin_dir: &Path, ifname: &str) -> Result<u32, LinkError> {
     let link: FdLink = open(pin_dir, ifname)?.into();
-    Ok(link.info().context("reading link info")?.program_id())
+    let info = link.info().map_err(|source| LinkError::Link {
+        ifname: ifname.to_owned(),
+        what: "reading the link's info",
+        source,
+    })?;
+    Ok(info.program_id())
 }
 
-fn open(pin_dir: &Path, ifname: &str) -> anyhow::Result<PinnedLink> {
+fn open(pin_dir: &Path, ifname: &str) -> Result<PinnedLink, LinkError> {
     let path = link_pin(pin_dir, ifname);
-    PinnedLink::from_pin(&path).with_context(|| format!("opening pinned link {}", path.display()))
+    PinnedLink::from_pin(&path).map_err(|source| LinkError::Open {
+        path: path.clone(),
+        source,
+    })
 }
 
 /// Give up our handle of a link without detaching it: the pin keeps it attached.
-fn release(prog: &mut Xdp, id: XdpLinkId) -> anyhow::Result<()> {
-    let link = prog.take_link(id).context("taking link")?;
+fn release(prog: &mut Xdp, ifname: &str, id: XdpLinkId) -> Result<(), LinkError> {
+    let link = prog.take_link(id).map_err(|source| LinkError::Switch {
+        ifname: ifname.to_owned(),
+        source,
+    })?;
     // Dropping an fd-based link closes our fd only; the kernel object lives on through its pin.
     drop(link);
     Ok(())
@@ -128,60 +242,72 @@ fn release(prog: &mut Xdp, id: XdpLinkId) -> anyhow::Result<()> {
 
 /// Attach the datapath's program to `ifname` and pin the link. Native mode where the driver
 /// has it, generic otherwise (logged, since generic mode costs an skb per packet).
-pub fn attach(dp: &mut Datapath, pin_dir: &Path, ifname: &str) -> anyhow::Result<AttachMode> {
+pub fn attach(dp: &mut Datapath, pin_dir: &Path, ifname: &str) -> Result<AttachMode, LinkError> {
+    const WHAT: &str = "the XDP program";
     let prog = dp.program()?;
+    let attach_err = |source| LinkError::Attach {
+        ifname: ifname.to_owned(),
+        what: WHAT,
+        source,
+    };
     let (id, mode) = match prog.attach(ifname, XdpMode::Driver) {
         Ok(id) => (id, AttachMode::Driver),
         Err(native) => {
             log::warn!(
                 "{ifname}: native XDP refused ({native}); attaching in generic mode, which is slower"
             );
-            let id = prog.attach(ifname, XdpMode::Skb).with_context(|| {
-                format!(
-                    "attaching to {ifname} (does the interface exist? is another XDP program attached?)"
-                )
-            })?;
+            let id = prog.attach(ifname, XdpMode::Skb).map_err(attach_err)?;
             (id, AttachMode::Generic)
         }
     };
-    let link = prog.take_link(id).context("taking link")?;
+    let link = prog.take_link(id).map_err(attach_err)?;
     let link = FdLink::try_from(link).map_err(|e| match e {
-        LinkError::InvalidLink => {
-            anyhow::anyhow!("{ifname}: the kernel attached without bpf_link (Linux >= 5.9 needed)")
-        }
-        other => anyhow::Error::new(other),
+        AyaLinkError::InvalidLink => LinkError::NoLink {
+            ifname: ifname.to_owned(),
+            what: WHAT,
+            needs: "5.9",
+        },
+        source => LinkError::Link {
+            ifname: ifname.to_owned(),
+            what: "taking the new link",
+            source,
+        },
     })?;
     let path = link_pin(pin_dir, ifname);
-    std::fs::create_dir_all(links_dir(pin_dir))
-        .with_context(|| format!("creating {}", links_dir(pin_dir).display()))?;
+    let dir = links_dir(pin_dir);
+    std::fs::create_dir_all(&dir).map_err(pin_err("creating", &dir))?;
     // Pinning consumes the link; dropping the returned handle leaves it attached.
-    let pinned = link
-        .pin(&path)
-        .with_context(|| format!("pinning link at {}", path.display()))?;
+    let pinned = link.pin(&path).map_err(|e| pin_error(&path, e))?;
     drop(pinned);
     Ok(mode)
 }
 
 /// Swap the datapath's program into the pinned link of `ifname`, atomically.
-pub fn switch(dp: &mut Datapath, pin_dir: &Path, ifname: &str) -> anyhow::Result<()> {
+pub fn switch(dp: &mut Datapath, pin_dir: &Path, ifname: &str) -> Result<(), LinkError> {
     let fd: FdLink = open(pin_dir, ifname)?.into();
-    let link =
-        XdpLink::try_from(fd).with_context(|| format!("{ifname}: pin is not an XDP link"))?;
+    let link = XdpLink::try_from(fd).map_err(|source| LinkError::Link {
+        ifname: ifname.to_owned(),
+        what: "the pin is not an XDP link",
+        source,
+    })?;
     let prog = dp.program()?;
     let id = prog
         .attach_to_link(link)
-        .with_context(|| format!("{ifname}: replacing the program in its link"))?;
-    release(prog, id)
+        .map_err(|source| LinkError::Switch {
+            ifname: ifname.to_owned(),
+            source,
+        })?;
+    release(prog, ifname, id)
 }
 
 /// Remove the pinned link of `ifname`. The program is detached once no process holds the link.
-pub fn unpin(pin_dir: &Path, ifname: &str) -> anyhow::Result<()> {
+pub fn unpin(pin_dir: &Path, ifname: &str) -> Result<(), LinkError> {
     let egress = egress_pin(pin_dir, ifname);
     if egress.exists() {
         if let Err(e) = link_detach(&egress) {
             log::warn!("{ifname}: detaching the egress recorder: {e}");
         }
-        std::fs::remove_file(&egress).with_context(|| format!("removing {}", egress.display()))?;
+        std::fs::remove_file(&egress).map_err(pin_err("removing", &egress))?;
     }
     let path = link_pin(pin_dir, ifname);
     // Detach explicitly (BPF_LINK_DETACH) before unpinning: that frees the interface even if
@@ -189,7 +315,7 @@ pub fn unpin(pin_dir: &Path, ifname: &str) -> anyhow::Result<()> {
     if let Err(e) = link_detach(&path) {
         log::warn!("{ifname}: BPF_LINK_DETACH failed ({e}); removing the pin only");
     }
-    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+    std::fs::remove_file(&path).map_err(pin_err("removing", &path))
 }
 
 /// `BPF_OBJ_GET` the link pinned at `path`, then `BPF_LINK_DETACH` it (aya has no call for it).
