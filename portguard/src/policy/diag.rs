@@ -195,6 +195,72 @@ impl fmt::Display for Loc {
     }
 }
 
+/// Where diagnostics accumulate while loading.
+#[derive(Default)]
+pub(crate) struct Sink {
+    /// Files in the order they were read: diagnostics are sorted by it.
+    pub(crate) files: Vec<PathBuf>,
+    diags: Vec<Diagnostic>,
+}
+
+impl Sink {
+    pub(crate) fn error(&mut self, at: &Loc, message: impl Into<String>) {
+        self.diags.push(at.diag(Severity::Error, message.into()));
+    }
+
+    pub(crate) fn warn(&mut self, at: &Loc, message: impl Into<String>) {
+        self.diags.push(at.diag(Severity::Warning, message.into()));
+    }
+
+    pub(crate) fn has_errors(&self) -> bool {
+        self.diags.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    /// The errors toml and serde found while reading `src`.
+    pub(crate) fn read_errors(&mut self, src: &SourceFile, errors: Vec<super::files::ReadError>) {
+        for e in errors {
+            self.error(&src.loc(&e.span), e.message);
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> Diagnostics {
+        let files = self.files;
+        let rank = |file: &Path| files.iter().position(|f| f == file).unwrap_or(usize::MAX);
+        self.diags.sort_by_key(|d| (rank(&d.file), d.line, d.col));
+        Diagnostics(self.diags)
+    }
+}
+
+/// ` (did you mean `x`?)` when a candidate is a small typo away from `name`, else nothing.
+pub(crate) fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> String {
+    let limit = 2.max(name.chars().count() / 5);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|&(d, _)| d <= limit)
+        .min()
+        .map_or_else(String::new, |(_, c)| format!(" (did you mean `{c}`?)"))
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != *cb);
+            cur.push(substitute.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +310,16 @@ mod tests {
         ]);
         assert_eq!(all.to_string().lines().count(), 2);
         assert!(all.has_errors());
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(edit_distance("rhv.manger", "rhv.manager"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(
+            did_you_mean("rhv.manger", ["rhv.host", "rhv.manager"]),
+            " (did you mean `rhv.manager`?)"
+        );
+        assert_eq!(did_you_mean("ovn-typo", ["ovn", "kdump"]), "");
     }
 }

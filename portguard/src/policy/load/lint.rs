@@ -1,0 +1,133 @@
+//! Warnings on a valid policy: mapped roles no enabled rule uses, rules an earlier rule
+//! shadows, and documented contradictions switched on.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{ANY, HOST, catalog::Catalog, site::SiteRole};
+use crate::policy::{
+    Match, Origin, Policy, Rule,
+    diag::{Loc, Sink},
+    ports,
+};
+
+/// Rules whose direction the product files document as doubtful (see the comments at them in
+/// rhv.toml): enabling them is allowed, but should be a conscious choice.
+const DOUBTFUL_RULES: &[&str] = &["RHV-H3", "RHV-H4"];
+/// Features named after a documented contradiction they work around (`ovn-sb-6442-compat`,
+/// `veeam-19000-reverse`): they open ports the documents disagree about.
+const DOUBTFUL_FEATURE_WORDS: &[&str] = &["compat", "reverse"];
+
+/// A site role no enabled rule names: a typo'd feature list, or a leftover.
+pub(super) fn unused_roles(sink: &mut Sink, rules: &[Rule], site: &BTreeMap<String, SiteRole>) {
+    let used: BTreeSet<&str> = rules
+        .iter()
+        .filter(|r| r.enabled)
+        .flat_map(|r| r.from.iter().chain(&r.to))
+        .map(String::as_str)
+        .collect();
+    for (id, role) in site {
+        if !used.contains(id.as_str()) {
+            sink.warn(
+                &role.loc,
+                format!(
+                    "role `{}` is mapped but no enabled rule uses it (is a feature off?)",
+                    role.written
+                ),
+            );
+        }
+    }
+}
+
+/// An enabled rule every packet of which an earlier enabled rule already admits.
+pub(super) fn shadowed_rules(sink: &mut Sink, rules: &[Rule]) {
+    let enabled: Vec<&Rule> = rules.iter().filter(|r| r.enabled).collect();
+    for (i, later) in enabled.iter().enumerate() {
+        if let Some(earlier) = enabled[..i].iter().find(|e| rule_covers(e, later)) {
+            let msg = format!(
+                "rule `{}` is shadowed by `{}` ({}:{}): that earlier rule already admits all of its traffic, so it never matches first",
+                later.id,
+                earlier.id,
+                earlier.origin.file.display(),
+                earlier.origin.line
+            );
+            sink.warn(&origin_loc(&later.origin), msg);
+        }
+    }
+}
+
+/// Whether `outer` admits everything `inner` admits: protocols, ports/types, sources
+/// (`any` covers all) and destinations (`host` covers all).
+fn rule_covers(outer: &Rule, inner: &Rule) -> bool {
+    let roles = |o: &[String], i: &[String], all: &str| {
+        o.iter().any(|r| r == all) || i.iter().all(|r| o.contains(r))
+    };
+    inner.protos.iter().all(|p| outer.protos.contains(p))
+        && match_covers(&outer.matches, &inner.matches)
+        && roles(&outer.from, &inner.from, ANY)
+        && roles(&outer.to, &inner.to, HOST)
+}
+
+fn match_covers(outer: &Match, inner: &Match) -> bool {
+    match (outer, inner) {
+        (Match::Ports(o), Match::Ports(i)) => ports::covers(o, i),
+        (
+            Match::Icmp {
+                types: ot,
+                code: oc,
+            },
+            Match::Icmp {
+                types: it,
+                code: ic,
+            },
+        ) => ports::covers(ot, it) && (oc.is_none() || oc == ic),
+        _ => false,
+    }
+}
+
+fn origin_loc(origin: &Origin) -> Loc {
+    Loc {
+        file: origin.file.clone(),
+        line: origin.line,
+        col: 1,
+    }
+}
+
+/// Documented contradictions switched on: allowed, but worth a second look.
+pub(super) fn doubtful(
+    sink: &mut Sink,
+    policy: &Policy,
+    catalog: &Catalog,
+    switched_on: &BTreeMap<String, Loc>,
+) {
+    for name in &policy.features {
+        if !DOUBTFUL_FEATURE_WORDS.iter().any(|w| name.contains(w)) {
+            continue;
+        }
+        let Some(decl) = catalog.features.get(name) else {
+            continue;
+        };
+        let at = switched_on.get(name).unwrap_or(&decl.loc);
+        let msg = format!(
+            "feature `{name}` is on: it admits traffic the documents contradict each other about ({})",
+            decl.description
+        );
+        sink.warn(at, msg);
+    }
+    for rule in policy
+        .rules
+        .iter()
+        .filter(|r| r.enabled && DOUBTFUL_RULES.contains(&r.id.as_str()))
+    {
+        let why = rule
+            .note
+            .as_deref()
+            .unwrap_or("see the comment at the rule");
+        sink.warn(
+            &origin_loc(&rule.origin),
+            format!(
+                "rule `{}` is enabled, but its direction is documented as doubtful: {why}",
+                rule.id
+            ),
+        );
+    }
+}
