@@ -39,6 +39,6 @@ pub(super) fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
             eprintln!("portguard lab: interrupted ({e:#}); the lab was removed");
             Ok(ExitCode::from(INTERRUPTED))
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }

@@ -1,9 +1,8 @@
 //! The lab's built-in site and the product files it needs, compiled into the binary, so
 //! `portguard lab` works from any directory and from an installed binary alike.
 
+use super::{LabError, error::failed};
 use std::path::Path;
-
-use anyhow::Context as _;
 
 /// Name the built-in site is shown under (and written as, in the run directory).
 pub const SITE_NAME: &str = "policies/examples/lab.toml";
@@ -34,11 +33,11 @@ pub const PRODUCTS: &[(&str, &str)] = &[
 ];
 
 /// Write the built-in product files into `dir` (created if needed).
-pub fn write_products(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+pub fn write_products(dir: &Path) -> Result<(), LabError> {
+    std::fs::create_dir_all(dir).map_err(failed(format!("creating {}", dir.display())))?;
     for (name, text) in PRODUCTS {
         let path = dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, text).map_err(failed(format!("writing {}", path.display())))?;
     }
     Ok(())
 }

@@ -8,10 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use portguard_common::packet::{Family, ipproto, tcp_flags};
 use serde::Serialize;
 
+use super::{LabError, error::failed};
 use super::{
     expect::{Counter, Expected, Judge, L4, Owned, Pkt, Verdict},
     observe::{Moved, Observer},
@@ -226,7 +226,7 @@ fn unspecified(family: Family) -> IpAddr {
 
 /// Connect within `wait`: the stream when connected, `Err(true)` for a RST (the other stack
 /// answered), `Err(false)` when nothing answered in time; an error for anything else.
-fn connect(ns: &str, to: SocketAddr, wait: Duration) -> anyhow::Result<Result<TcpStream, bool>> {
+fn connect(ns: &str, to: SocketAddr, wait: Duration) -> Result<Result<TcpStream, bool>, LabError> {
     let r = in_ns(ns, move || TcpStream::connect_timeout(&to, wait))?;
     match r {
         Ok(s) => Ok(Ok(s)),
@@ -239,7 +239,7 @@ fn connect(ns: &str, to: SocketAddr, wait: Duration) -> anyhow::Result<Result<Tc
         {
             Ok(Err(false))
         }
-        Err(e) => Err(e).with_context(|| format!("connecting from {ns} to {to}")),
+        Err(e) => Err(e).map_err(failed(format!("connecting from {ns} to {to}"))),
     }
 }
 
@@ -259,12 +259,12 @@ fn accept_within(listener: &TcpListener) -> Option<TcpStream> {
 
 /// Accept the connection `client` made to `listener`, exchange a byte, and close both ends in
 /// order, so no packet of this connection is still in flight when the next flow starts.
-fn finish_tcp(listener: &TcpListener, client: TcpStream) -> anyhow::Result<()> {
+fn finish_tcp(listener: &TcpListener, client: TcpStream) -> Result<(), LabError> {
     let server = accept_within(listener);
     close_pair(client, server)
 }
 
-fn close_pair(mut client: TcpStream, server: Option<TcpStream>) -> anyhow::Result<()> {
+fn close_pair(mut client: TcpStream, server: Option<TcpStream>) -> Result<(), LabError> {
     client.set_read_timeout(Some(ACCEPT_WAIT))?;
     let _ = client.write_all(b"x");
     let _ = client.shutdown(std::net::Shutdown::Write);
@@ -292,7 +292,7 @@ impl<'a> Runner<'a> {
     }
 
     /// The rows of one planned flow (two for [`Probe::OutboundTcp`]).
-    pub fn run(&self, spec: &FlowSpec) -> anyhow::Result<Vec<Row>> {
+    pub fn run(&self, spec: &FlowSpec) -> Result<Vec<Row>, LabError> {
         let mut row = Row::blank(spec);
         let Some(probe) = spec.probe else {
             row.skip = spec.skip.as_ref().map(|s| s.0);
@@ -331,10 +331,15 @@ impl<'a> Runner<'a> {
         Ok(rows)
     }
 
-    fn addr(&self, who: usize, family: Family) -> anyhow::Result<IpAddr> {
+    fn addr(&self, who: usize, family: Family) -> Result<IpAddr, LabError> {
         let e = &self.plan.endpoints[who];
-        e.addr(family)
-            .with_context(|| format!("{} has no {family:?} address (a lab bug)", e.label))
+        e.addr(family).ok_or_else(|| LabError::NoAddress {
+            who: e.label.clone(),
+            family: match family {
+                Family::V4 => "IPv4",
+                Family::V6 => "IPv6",
+            },
+        })
     }
 
     fn ns(&self, who: usize) -> &str {
@@ -353,7 +358,7 @@ impl<'a> Runner<'a> {
         to: Target,
         family: Family,
         l4: L4,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), LabError> {
         let dst_i = if to == Target::Host { HOST } else { VM };
         let (src, dst) = (self.addr(from, family)?, self.addr(dst_i, family)?);
         let expected = self.judge.expect(&Pkt::new(src, dst, l4));
@@ -383,10 +388,10 @@ impl<'a> Runner<'a> {
     }
 
     /// A TCP connection to a listener: delivered when it connects.
-    fn tcp_in(&self, leg: &Leg, port: u16) -> anyhow::Result<Measured> {
+    fn tcp_in(&self, leg: &Leg, port: u16) -> Result<Measured, LabError> {
         let to = SocketAddr::new(leg.dst, port);
         let listener = in_ns(&leg.dst_ns, move || TcpListener::bind(to))?
-            .with_context(|| format!("listening on {to} in {}", leg.dst_ns))?;
+            .map_err(failed(format!("listening on {to} in {}", leg.dst_ns)))?;
         listener.set_nonblocking(true)?;
         self.observer
             .measure(|| match connect(&leg.src_ns, to, leg.wait)? {
@@ -396,18 +401,18 @@ impl<'a> Runner<'a> {
     }
 
     /// A UDP datagram with a unique token: delivered when the listener reads it.
-    fn udp_in(&self, leg: &Leg, port: u16) -> anyhow::Result<Measured> {
+    fn udp_in(&self, leg: &Leg, port: u16) -> Result<Measured, LabError> {
         let to = SocketAddr::new(leg.dst, port);
         let rx = in_ns(&leg.dst_ns, move || UdpSocket::bind(to))?
-            .with_context(|| format!("binding {to} in {}", leg.dst_ns))?;
+            .map_err(failed(format!("binding {to} in {}", leg.dst_ns)))?;
         rx.set_read_timeout(Some(leg.wait))?;
         let bind = SocketAddr::new(leg.src, 0);
         let tx = in_ns(&leg.src_ns, move || UdpSocket::bind(bind))?
-            .with_context(|| format!("binding {bind} in {}", leg.src_ns))?;
+            .map_err(failed(format!("binding {bind} in {}", leg.src_ns)))?;
         let token = format!("portguard lab {}", next_id());
         self.observer.measure(|| {
             tx.send_to(token.as_bytes(), to)
-                .with_context(|| format!("sending to {to} from {}", leg.src_ns))?;
+                .map_err(failed(format!("sending to {to} from {}", leg.src_ns)))?;
             let deadline = Instant::now() + leg.wait;
             let mut buf = [0u8; 256];
             while Instant::now() < deadline {
@@ -433,12 +438,12 @@ impl<'a> Runner<'a> {
 
     /// An SCTP INIT from a raw socket. A raw socket receives every packet of its protocol, so
     /// its arrival is visible on the receiver whether or not that kernel has SCTP.
-    fn sctp_in(&self, leg: &Leg, port: u16) -> anyhow::Result<Measured> {
+    fn sctp_in(&self, leg: &Leg, port: u16) -> Result<Measured, LabError> {
         let family = leg.family;
         let rx = in_ns(&leg.dst_ns, move || Raw::new(family, ipproto::SCTP))?
-            .context("raw SCTP socket on the receiver")?;
+            .map_err(failed("raw SCTP socket on the receiver"))?;
         let tx = in_ns(&leg.src_ns, move || Raw::new(family, ipproto::SCTP))?
-            .context("raw SCTP socket on the sender")?;
+            .map_err(failed("raw SCTP socket on the sender"))?;
         tx.bind(leg.src)?;
         let init = wire::sctp_init(40000, port);
         self.observer.measure(|| {
@@ -453,11 +458,11 @@ impl<'a> Runner<'a> {
 
     /// An ICMP message: an echo request is delivered when its reply comes back; any other type
     /// when a raw socket on the receiver sees it.
-    fn icmp_in(&self, leg: &Leg, ty: u8, code: u8) -> anyhow::Result<Measured> {
+    fn icmp_in(&self, leg: &Leg, ty: u8, code: u8) -> Result<Measured, LabError> {
         let (family, src, dst) = (leg.family, leg.src, leg.dst);
         let proto = wire::icmp_proto(family);
         let tx = in_ns(&leg.src_ns, move || Raw::new(family, proto))?
-            .context("raw ICMP socket on the sender")?;
+            .map_err(failed("raw ICMP socket on the sender"))?;
         tx.bind(src)?;
         if let Some(h) = wire::hop_limit(family, ty) {
             tx.hops(h)?;
@@ -477,7 +482,7 @@ impl<'a> Runner<'a> {
             });
         }
         let rx = in_ns(&leg.dst_ns, move || Raw::new(family, proto))?
-            .context("raw ICMP socket on the receiver")?;
+            .map_err(failed("raw ICMP socket on the receiver"))?;
         self.observer.measure(|| {
             tx.send_to(&msg, dst)?;
             Ok(Some(
@@ -493,7 +498,7 @@ impl<'a> Runner<'a> {
         row: &mut Row,
         family: Family,
         what: String,
-    ) -> anyhow::Result<(IpAddr, IpAddr)> {
+    ) -> Result<(IpAddr, IpAddr), LabError> {
         let (h, o) = (self.addr(HOST, family)?, self.addr(OUTSIDER, family)?);
         row.from = self.label(HOST);
         row.to = self.label(OUTSIDER);
@@ -504,13 +509,13 @@ impl<'a> Runner<'a> {
     }
 
     /// The host's TCP connection to the outsider, then an unsolicited SYN to its port.
-    fn outbound_tcp(&self, mut row: Row, family: Family) -> anyhow::Result<Vec<Row>> {
+    fn outbound_tcp(&self, mut row: Row, family: Family) -> Result<Vec<Row>, LabError> {
         let (h, o) = self.outbound_row(&mut row, family, format!("tcp/{OUTSIDER_TCP}"))?;
         let host_ns = self.ns(HOST).to_owned();
         let out_ns = self.ns(OUTSIDER).to_owned();
         let service = SocketAddr::new(o, OUTSIDER_TCP);
         let listener = in_ns(&out_ns, move || TcpListener::bind(service))?
-            .with_context(|| format!("listening on {service} in {out_ns}"))?;
+            .map_err(failed(format!("listening on {service} in {out_ns}")))?;
         listener.set_nonblocking(true)?;
         let (client, moved) = self
             .observer
@@ -569,7 +574,7 @@ impl<'a> Runner<'a> {
     }
 
     /// A connected UDP socket of the host towards `port` of the outsider.
-    fn host_udp(&self, o: IpAddr, port: u16, family: Family) -> anyhow::Result<UdpSocket> {
+    fn host_udp(&self, o: IpAddr, port: u16, family: Family) -> Result<UdpSocket, LabError> {
         let peer = SocketAddr::new(o, port);
         let bind = SocketAddr::new(unspecified(family), 0);
         let s = in_ns(self.ns(HOST), move || {
@@ -577,17 +582,17 @@ impl<'a> Runner<'a> {
             s.connect(peer)?;
             Ok::<_, io::Error>(s)
         })?
-        .context("UDP socket on the host")?;
+        .map_err(failed("UDP socket on the host"))?;
         s.set_read_timeout(Some(DELIVER_WAIT))?;
         Ok(s)
     }
 
     /// The host's UDP request to the outsider, and the response.
-    fn outbound_udp(&self, row: &mut Row, family: Family) -> anyhow::Result<()> {
+    fn outbound_udp(&self, row: &mut Row, family: Family) -> Result<(), LabError> {
         let (h, o) = self.outbound_row(row, family, format!("udp/{OUTSIDER_UDP}"))?;
         let service = SocketAddr::new(o, OUTSIDER_UDP);
         let server = in_ns(self.ns(OUTSIDER), move || UdpSocket::bind(service))?
-            .with_context(|| format!("binding {service} at the outsider"))?;
+            .map_err(failed(format!("binding {service} at the outsider")))?;
         server.set_read_timeout(Some(ACCEPT_WAIT))?;
         let client = self.host_udp(o, OUTSIDER_UDP, family)?;
         let eph = client.local_addr()?.port();
@@ -608,7 +613,7 @@ impl<'a> Runner<'a> {
             let mut buf = [0u8; 64];
             let (_, peer) = server
                 .recv_from(&mut buf)
-                .context("the host's request did not reach the outsider")?;
+                .map_err(failed("the host's request did not reach the outsider"))?;
             server.send_to(b"answer", peer)?;
             Ok(Some(client.recv(&mut buf).is_ok()))
         })?;
@@ -618,7 +623,7 @@ impl<'a> Runner<'a> {
     }
 
     /// The host's UDP datagram to a closed port of the outsider, and the ICMP error back.
-    fn outbound_udp_closed(&self, row: &mut Row, family: Family) -> anyhow::Result<()> {
+    fn outbound_udp_closed(&self, row: &mut Row, family: Family) -> Result<(), LabError> {
         let (h, o) = self.outbound_row(row, family, format!("udp/{CLOSED_UDP}"))?;
         let client = self.host_udp(o, CLOSED_UDP, family)?;
         let eph = client.local_addr()?.port();
@@ -653,7 +658,7 @@ impl<'a> Runner<'a> {
     }
 
     /// The host pings the outsider.
-    fn outbound_ping(&self, row: &mut Row, family: Family) -> anyhow::Result<()> {
+    fn outbound_ping(&self, row: &mut Row, family: Family) -> Result<(), LabError> {
         let (echo, reply) = wire::echo_types(family);
         let label = L4::Icmp { ty: echo, code: 0 }.label(family);
         let (h, o) = self.outbound_row(row, family, label)?;
@@ -669,7 +674,7 @@ impl<'a> Runner<'a> {
         let limit = wait(row.expected.as_ref());
         let proto = wire::icmp_proto(family);
         let sock = in_ns(self.ns(HOST), move || Raw::new(family, proto))?
-            .context("raw ICMP socket on the host")?;
+            .map_err(failed("raw ICMP socket on the host"))?;
         sock.bind(h)?;
         let id = next_id();
         let msg = wire::icmp_message(echo, 0, id, h, o);

@@ -8,11 +8,14 @@
 //! sends (with [`wire`] for crafted packets) and [`observe`] reads the counters around each
 //! flow, [`expect`] asks the reference classifier, [`render`] prints.
 
+mod alloc;
 pub mod embedded;
+mod error;
 pub mod expect;
 pub mod flows;
 pub mod observe;
 pub mod plan;
+mod planner;
 pub mod render;
 pub mod service;
 pub mod topology;
@@ -26,7 +29,8 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, bail};
+pub use error::LabError;
+use error::failed;
 
 use crate::{compile, ebpf::links, policy};
 use expect::Judge;
@@ -61,7 +65,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 struct Signals(Vec<(libc::c_int, libc::sigaction)>);
 
 impl Signals {
-    fn install() -> anyhow::Result<Signals> {
+    fn install() -> Result<Signals, LabError> {
         INTERRUPTED.store(false, Ordering::SeqCst);
         let mut old = Vec::new();
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
@@ -73,8 +77,9 @@ impl Signals {
                 libc::sigemptyset(&raw mut act.sa_mask);
                 let mut prev: libc::sigaction = std::mem::zeroed();
                 if libc::sigaction(sig, &raw const act, &raw mut prev) != 0 {
-                    return Err(std::io::Error::last_os_error())
-                        .context("installing a signal handler");
+                    return Err(failed("installing a signal handler")(
+                        std::io::Error::last_os_error(),
+                    ));
                 }
                 old.push((sig, prev));
             }
@@ -92,9 +97,9 @@ impl Drop for Signals {
     }
 }
 
-fn check_interrupt() -> anyhow::Result<()> {
+fn check_interrupt() -> Result<(), LabError> {
     if interrupted() {
-        bail!("interrupted");
+        return Err(LabError::Interrupted);
     }
     Ok(())
 }
@@ -129,7 +134,7 @@ pub struct Summary {
 
 /// Check that `prefix` is a usable lab name: letters and digits (no `-`, so `<prefix>-` never
 /// matches another lab's names), short, and not the service's own pin directory name.
-pub fn check_prefix(prefix: &str) -> anyhow::Result<()> {
+pub fn check_prefix(prefix: &str) -> Result<(), LabError> {
     if prefix.is_empty()
         || prefix.len() > MAX_PREFIX
         || !prefix
@@ -137,26 +142,27 @@ pub fn check_prefix(prefix: &str) -> anyhow::Result<()> {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         || !prefix.as_bytes()[0].is_ascii_lowercase()
     {
-        bail!(
-            "--prefix `{prefix}`: use 1 to {MAX_PREFIX} lowercase letters and digits, starting with a letter"
-        );
+        return Err(LabError::Prefix {
+            prefix: prefix.to_owned(),
+            why: "use 1 to 12 lowercase letters and digits, starting with a letter",
+        });
     }
     if prefix == "portguard" {
-        bail!("--prefix portguard would use the service's own pin directory; choose another");
+        return Err(LabError::Prefix {
+            prefix: prefix.to_owned(),
+            why: "that is the service's own pin directory; choose another",
+        });
     }
     Ok(())
 }
 
-fn preflight() -> anyhow::Result<()> {
+fn preflight() -> Result<(), LabError> {
     // SAFETY: geteuid has no failure mode.
     if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "portguard lab needs root: it creates network namespaces and loads XDP programs \
-             (run it as root, e.g. `sudo -E cargo run --release -p portguard -- lab`)"
-        );
+        return Err(LabError::NotRoot);
     }
     if !Path::new("/sys/fs/bpf").is_dir() {
-        bail!("/sys/fs/bpf is missing: mount bpffs (`cargo xtask setup` does)");
+        return Err(LabError::NoBpffs);
     }
     Ok(())
 }
@@ -231,7 +237,7 @@ fn teardown(paths: &LabPaths, namespaces: &[String], child: Option<&mut Child>) 
 }
 
 /// Fail if anything of a lab with these names exists already.
-fn refuse_leftovers(paths: &LabPaths) -> anyhow::Result<()> {
+fn refuse_leftovers(paths: &LabPaths) -> Result<(), LabError> {
     let mut found = topology::lab_namespaces(&paths.prefix)?;
     found.extend(
         service::daemons_of(&paths.pin_dir)
@@ -243,30 +249,27 @@ fn refuse_leftovers(paths: &LabPaths) -> anyhow::Result<()> {
     }
     if paths.run_dir.exists() {
         if !paths.run_dir.join(MARKER).exists() {
-            bail!(
-                "{} exists and is not a lab's run directory; choose another --prefix",
-                paths.run_dir.display()
-            );
+            return Err(LabError::ForeignRunDir {
+                dir: paths.run_dir.clone(),
+            });
         }
         found.push(paths.run_dir.display().to_string());
     }
     if !found.is_empty() {
-        bail!(
-            "a lab named `{p}` is already up ({}): take it down with `portguard lab down --prefix {p}`, \
-             or choose another --prefix",
-            found.join(", "),
-            p = paths.prefix
-        );
+        return Err(LabError::AlreadyUp {
+            prefix: paths.prefix.clone(),
+            found: found.join(", "),
+        });
     }
     Ok(())
 }
 
 /// The product-file directory and how to describe it: the one given, else the usual lookup
 /// (installed, then `./policies`), else the copies built into this binary.
-fn policies_dir(given: Option<&Path>, paths: &LabPaths) -> anyhow::Result<(PathBuf, String)> {
+fn policies_dir(given: Option<&Path>, paths: &LabPaths) -> Result<(PathBuf, String), LabError> {
     if let Some(g) = given {
         let abs =
-            std::fs::canonicalize(g).with_context(|| format!("--policies {}", g.display()))?;
+            std::fs::canonicalize(g).map_err(failed(format!("--policies {}", g.display())))?;
         return Ok((abs, g.display().to_string()));
     }
     let found = crate::paths::policies_dir(None);
@@ -280,13 +283,13 @@ fn policies_dir(given: Option<&Path>, paths: &LabPaths) -> anyhow::Result<(PathB
 }
 
 /// Run another verb of this program (`status`, `audit`) with its output on ours.
-fn verb(args: &[&str]) -> anyhow::Result<ExitStatus> {
+fn verb(args: &[&str]) -> Result<ExitStatus, LabError> {
     let _ = std::io::stdout().flush();
-    let exe = std::env::current_exe().context("finding this program's path")?;
+    let exe = std::env::current_exe().map_err(failed("finding this program's path"))?;
     Command::new(exe)
         .args(args)
         .status()
-        .with_context(|| format!("running portguard {}", args.join(" ")))
+        .map_err(failed(format!("running portguard {}", args.join(" "))))
 }
 
 fn describe(e: &plan::Endpoint, width: usize, what: &str) -> String {
@@ -308,15 +311,15 @@ struct Sources {
 
 /// The site file (the one given, or the built-in one written to the run directory) and the
 /// product files.
-fn sources(opts: &Options, paths: &LabPaths) -> anyhow::Result<Sources> {
+fn sources(opts: &Options, paths: &LabPaths) -> Result<Sources, LabError> {
     let (site, site_shown) = if let Some(s) = &opts.site {
         (
-            std::fs::canonicalize(s).with_context(|| format!("--site {}", s.display()))?,
+            std::fs::canonicalize(s).map_err(failed(format!("--site {}", s.display())))?,
             s.display().to_string(),
         )
     } else {
         let p = paths.run_dir.join("lab.toml");
-        std::fs::write(&p, embedded::SITE).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(&p, embedded::SITE).map_err(failed(format!("writing {}", p.display())))?;
         (p, format!("{} (built in)", embedded::SITE_NAME))
     };
     let (policies, policies_shown) = policies_dir(opts.policies.as_deref(), paths)?;
@@ -360,29 +363,31 @@ fn print_plan(plan: &Plan, roles: &[String]) {
 }
 
 /// Write the picture and the JSON rows, if asked for.
-fn write_files(opts: &Options, plan: &Plan, rows: &[Row], title: &str) -> anyhow::Result<()> {
+fn write_files(opts: &Options, plan: &Plan, rows: &[Row], title: &str) -> Result<(), LabError> {
     if let Some(p) = &opts.svg {
         std::fs::write(p, render::svg(plan, rows, title))
-            .with_context(|| format!("writing {}", p.display()))?;
+            .map_err(failed(format!("writing {}", p.display())))?;
         println!("picture: {}", p.display());
     }
     if let Some(p) = &opts.json {
-        std::fs::write(p, serde_json::to_vec_pretty(rows)?)
-            .with_context(|| format!("writing {}", p.display()))?;
+        serde_json::to_vec_pretty(rows)
+            .map_err(std::io::Error::from)
+            .and_then(|bytes| std::fs::write(p, bytes))
+            .map_err(failed(format!("writing {}", p.display())))?;
     }
     Ok(())
 }
 
 /// `status`, then the audit records (after stopping the daemon unless the lab is kept, so it
 /// writes the records of its last window), then, for a kept lab, how to use it.
-fn epilogue(opts: &Options, lab: &mut Lab, host_ns: &str) -> anyhow::Result<()> {
+fn epilogue(opts: &Options, lab: &mut Lab, host_ns: &str) -> Result<(), LabError> {
     let paths = lab.paths.clone();
-    let state_args = [
-        "--pin-dir",
-        paths.pin_dir.to_str().context("pin dir path")?,
-        "--run-dir",
-        paths.run_dir.to_str().context("run dir path")?,
-    ];
+    // The lab's paths are made of its prefix (ASCII letters and digits): always valid text.
+    let (pins, run) = (
+        paths.pin_dir.display().to_string(),
+        paths.run_dir.display().to_string(),
+    );
+    let state_args = ["--pin-dir", pins.as_str(), "--run-dir", run.as_str()];
     println!("\n$ portguard status {}", state_args.join(" "));
     let mut status_args = vec!["status"];
     status_args.extend(state_args);
@@ -393,10 +398,10 @@ fn epilogue(opts: &Options, lab: &mut Lab, host_ns: &str) -> anyhow::Result<()> 
         service::stop_child(c);
     }
     let log = paths.audit_log();
-    let log_text = log.to_str().context("audit log path")?;
+    let log_text = log.display().to_string();
     println!("\n$ portguard audit --log {log_text} --since 1d");
     if log.exists() {
-        verb(&["audit", "--log", log_text, "--since", "1d"])?;
+        verb(&["audit", "--log", &log_text, "--since", "1d"])?;
     } else {
         println!(
             "(no audit records: the daemon has not written {log_text}; it writes denied flows there once per window)"
@@ -420,7 +425,7 @@ fn epilogue(opts: &Options, lab: &mut Lab, host_ns: &str) -> anyhow::Result<()> 
 
 /// Build the lab, run every flow, print the table, `status` and the audit records, and remove
 /// the lab unless `keep`. The summary says whether everything was observed as expected.
-pub fn run(opts: &Options) -> anyhow::Result<Summary> {
+pub fn run(opts: &Options) -> Result<Summary, LabError> {
     preflight()?;
     check_prefix(&opts.prefix)?;
     let paths = LabPaths::new(&opts.prefix);
@@ -433,7 +438,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
         keep: false,
     };
     std::fs::create_dir_all(&paths.run_dir)
-        .with_context(|| format!("creating {}", paths.run_dir.display()))?;
+        .map_err(failed(format!("creating {}", paths.run_dir.display())))?;
     std::fs::write(paths.run_dir.join(MARKER), b"")?;
     let src = sources(opts, &paths)?;
     let policy = policy::load(&src.site, &src.policies)?;
@@ -459,7 +464,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     );
     print_plan(&plan, &roles);
     check_interrupt()?;
-    topology::build(&plan, &mut lab.namespaces).context("building the lab's network")?;
+    topology::build(&plan, &mut lab.namespaces)?;
     check_interrupt()?;
     let launch = service::Launch {
         ns: &host.ns,
@@ -513,7 +518,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
 /// `portguard lab down`: remove everything of the lab named `prefix`, found by its names (the
 /// namespaces `<prefix>-*`, the daemon pinning into `/sys/fs/bpf/<prefix>`, the pins, the run
 /// directory). What was removed, one item per entry.
-pub fn down(prefix: &str) -> anyhow::Result<Vec<String>> {
+pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
     preflight()?;
     check_prefix(prefix)?;
     let paths = LabPaths::new(prefix);

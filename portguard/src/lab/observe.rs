@@ -7,10 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use portguard_common::reason::Reason;
 use serde::Serialize;
 
+use super::LabError;
 use super::expect::Counter;
 use crate::{
     ebpf::counters::{self, Sample},
@@ -49,9 +49,8 @@ impl Observer {
         pin_dir: PathBuf,
         run_dir: &std::path::Path,
         settle: Duration,
-    ) -> anyhow::Result<Self> {
-        let state = State::read(run_dir)?
-            .with_context(|| format!("no daemon state in {}", run_dir.display()))?;
+    ) -> Result<Self, LabError> {
+        let state = State::read(run_dir)?.ok_or_else(|| LabError::NoState(run_dir.to_owned()))?;
         let ids: BTreeMap<u32, String> = state
             .rules
             .iter()
@@ -68,7 +67,7 @@ impl Observer {
     }
 
     /// The counters now.
-    pub fn sample(&self) -> anyhow::Result<Sample> {
+    pub fn sample(&self) -> Result<Sample, LabError> {
         Ok(counters::read(&self.pin_dir, self.slots)?)
     }
 
@@ -77,8 +76,8 @@ impl Observer {
     /// flow (a final ACK) are counted with it and not with the next one, on a busy machine too.
     pub fn measure<T>(
         &self,
-        flow: impl FnOnce() -> anyhow::Result<T>,
-    ) -> anyhow::Result<(T, Vec<Moved>)> {
+        flow: impl FnOnce() -> Result<T, LabError>,
+    ) -> Result<(T, Vec<Moved>), LabError> {
         let before = self.sample()?;
         let out = flow()?;
         let deadline = Instant::now() + SETTLE_MAX;

@@ -8,8 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
-
+use super::{LabError, error::failed};
 use crate::state::State;
 
 /// How long the daemon may take to compile, load, attach and write its state.
@@ -73,13 +72,13 @@ pub struct Launch<'a> {
 /// the machine's bpffs to pin there, as under systemd; `ip netns exec` would give it a private
 /// /sys without one and its pins would vanish with it. It gets a process group of its own, so a
 /// Ctrl-C in the terminal reaches the lab, which then stops it in order.
-pub fn start(paths: &LabPaths, launch: &Launch<'_>) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("finding this program's path")?;
+pub fn start(paths: &LabPaths, launch: &Launch<'_>) -> Result<Child, LabError> {
+    let exe = std::env::current_exe().map_err(failed("finding this program's path"))?;
     let log = std::fs::File::create(paths.daemon_log())
-        .with_context(|| format!("creating {}", paths.daemon_log().display()))?;
+        .map_err(failed(format!("creating {}", paths.daemon_log().display())))?;
     let ns_path = Path::new("/run/netns").join(launch.ns);
     let ns =
-        std::fs::File::open(&ns_path).with_context(|| format!("opening {}", ns_path.display()))?;
+        std::fs::File::open(&ns_path).map_err(failed(format!("opening {}", ns_path.display())))?;
     let ns_fd = ns.as_raw_fd();
     let mut cmd = Command::new(exe);
     cmd.arg("run")
@@ -98,7 +97,7 @@ pub fn start(paths: &LabPaths, launch: &Launch<'_>) -> anyhow::Result<Child> {
         .arg("--audit-log")
         .arg(paths.audit_log())
         .stdin(Stdio::null())
-        .stdout(log.try_clone().context("duplicating the log fd")?)
+        .stdout(log.try_clone().map_err(failed("duplicating the log fd"))?)
         .stderr(log)
         .process_group(0);
     // SAFETY: runs in the child between fork and exec; setns(2) is async-signal-safe and the
@@ -111,7 +110,7 @@ pub fn start(paths: &LabPaths, launch: &Launch<'_>) -> anyhow::Result<Child> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().context("starting portguard run")?;
+    let mut child = cmd.spawn().map_err(failed("starting portguard run"))?;
     drop(ns);
     let pid = child.id();
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -122,26 +121,28 @@ pub fn start(paths: &LabPaths, launch: &Launch<'_>) -> anyhow::Result<Child> {
         {
             return Ok(child);
         }
-        if let Some(status) = child.try_wait().context("waiting for portguard run")? {
-            bail!(
-                "portguard run exited with {status} before it was ready; its log ({}):\n{}",
-                paths.daemon_log().display(),
-                tail(&paths.daemon_log())
-            );
+        if let Some(status) = child
+            .try_wait()
+            .map_err(failed("waiting for portguard run"))?
+        {
+            return Err(LabError::Daemon {
+                what: format!("exited with {status} before it was ready"),
+                log: paths.daemon_log(),
+                tail: tail(&paths.daemon_log()),
+            });
         }
         if super::interrupted() || Instant::now() > deadline {
             stop_child(&mut child);
-            bail!(
-                "portguard run {} ready after {} s; its log ({}):\n{}",
-                if super::interrupted() {
-                    "interrupted before it was"
-                } else {
-                    "not"
-                },
-                READY_TIMEOUT.as_secs(),
-                paths.daemon_log().display(),
-                tail(&paths.daemon_log())
-            );
+            let what = if super::interrupted() {
+                "interrupted before it was"
+            } else {
+                "not"
+            };
+            return Err(LabError::Daemon {
+                what: format!("{what} ready after {} s", READY_TIMEOUT.as_secs()),
+                log: paths.daemon_log(),
+                tail: tail(&paths.daemon_log()),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -21,9 +21,8 @@ use std::{
     process::{Command, Stdio},
 };
 
-use anyhow::{Context as _, bail};
-
 use super::plan::{HOST, Plan, VM, in_lab};
+use super::{LabError, error::failed};
 
 /// The bridge standing for the lab's switch, in the lan namespace.
 const SWITCH: &str = "switch";
@@ -35,24 +34,25 @@ const VM_PORT: &str = "vnet0";
 const LAN_IF: &str = "lan0";
 
 /// Run `ip` with `args`; an error with its output if it fails.
-pub fn ip(args: &[&str]) -> anyhow::Result<()> {
+pub fn ip(args: &[&str]) -> Result<(), LabError> {
     let out = Command::new("ip")
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .context("running ip(8) (is iproute2 installed? `cargo xtask setup` installs it)")?;
+        .map_err(failed(
+            "running ip(8) (is iproute2 installed? `cargo xtask setup` installs it)",
+        ))?;
     if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        return Err(LabError::Command {
+            command: format!("ip {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     Ok(())
 }
 
 /// Run `ip [-n ns] -batch -` with these command lines.
-fn batch(ns: Option<&str>, lines: &[String]) -> anyhow::Result<()> {
+fn batch(ns: Option<&str>, lines: &[String]) -> Result<(), LabError> {
     let mut cmd = Command::new("ip");
     if let Some(ns) = ns {
         cmd.args(["-n", ns]);
@@ -63,36 +63,42 @@ fn batch(ns: Option<&str>, lines: &[String]) -> anyhow::Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("running ip(8) (is iproute2 installed? `cargo xtask setup` installs it)")?;
+        .map_err(failed(
+            "running ip(8) (is iproute2 installed? `cargo xtask setup` installs it)",
+        ))?;
     let text = lines.join("\n") + "\n";
     child
         .stdin
         .take()
         .expect("piped stdin")
         .write_all(text.as_bytes())
-        .context("writing to ip -batch")?;
-    let out = child.wait_with_output().context("waiting for ip -batch")?;
+        .map_err(failed("writing to ip -batch"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(failed("waiting for ip -batch"))?;
     if !out.status.success() {
-        bail!(
-            "ip{} -batch: {}\ncommands:\n{text}",
-            ns.map(|n| format!(" -n {n}")).unwrap_or_default(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        return Err(LabError::Command {
+            command: format!(
+                "ip{} -batch (commands:\n{text})",
+                ns.map(|n| format!(" -n {n}")).unwrap_or_default()
+            ),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     Ok(())
 }
 
 /// Names of the network namespaces that exist (`ip netns list`).
-pub fn namespaces() -> anyhow::Result<Vec<String>> {
+pub fn namespaces() -> Result<Vec<String>, LabError> {
     let out = Command::new("ip")
         .args(["netns", "list"])
         .output()
-        .context("running ip netns list")?;
+        .map_err(failed("running ip netns list"))?;
     if !out.status.success() {
-        bail!(
-            "ip netns list: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        return Err(LabError::Command {
+            command: "ip netns list".to_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -102,7 +108,7 @@ pub fn namespaces() -> anyhow::Result<Vec<String>> {
 }
 
 /// The namespaces of the lab with this prefix (`<prefix>-...`).
-pub fn lab_namespaces(prefix: &str) -> anyhow::Result<Vec<String>> {
+pub fn lab_namespaces(prefix: &str) -> Result<Vec<String>, LabError> {
     let lead = format!("{prefix}-");
     Ok(namespaces()?
         .into_iter()
@@ -111,7 +117,7 @@ pub fn lab_namespaces(prefix: &str) -> anyhow::Result<Vec<String>> {
 }
 
 /// Delete a namespace (and with it every device inside); missing ones are fine.
-pub fn delete_namespace(name: &str) -> anyhow::Result<()> {
+pub fn delete_namespace(name: &str) -> Result<(), LabError> {
     if !std::path::Path::new("/run/netns").join(name).exists() {
         return Ok(());
     }
@@ -149,7 +155,7 @@ fn addresses(e: &super::plan::Endpoint, dev: &str) -> Vec<String> {
 
 /// Create every namespace and device of `plan`. `created` receives each namespace name before
 /// it is created, so a failure half-way still lets the caller remove what exists.
-pub fn build(plan: &Plan, created: &mut Vec<String>) -> anyhow::Result<()> {
+pub fn build(plan: &Plan, created: &mut Vec<String>) -> Result<(), LabError> {
     for e in &plan.endpoints {
         for a in e.addrs() {
             // The one rule this module must never break, checked where devices are made.
@@ -236,9 +242,9 @@ pub fn build(plan: &Plan, created: &mut Vec<String>) -> anyhow::Result<()> {
 pub fn in_ns<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> T + Send + 'static,
-) -> anyhow::Result<T> {
+) -> Result<T, LabError> {
     let path = std::path::Path::new("/run/netns").join(ns);
-    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let file = std::fs::File::open(&path).map_err(failed(format!("opening {}", path.display())))?;
     std::thread::spawn(move || {
         // SAFETY: setns on a valid namespace fd changes only the calling thread.
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -248,6 +254,6 @@ pub fn in_ns<T: Send + 'static>(
         Ok(f())
     })
     .join()
-    .map_err(|_| anyhow::anyhow!("a lab thread in namespace {ns} panicked"))?
-    .with_context(|| format!("entering namespace {ns}"))
+    .map_err(|_| LabError::ThreadPanicked { ns: ns.to_owned() })?
+    .map_err(failed(format!("entering namespace {ns}")))
 }
