@@ -1,6 +1,6 @@
 //! Types shared by the XDP program and the loader, and the one decision function both run.
 //!
-//! The kernel program parses a frame into a [`packet::Parsed`], asks [`classify::classify`] for an
+//! The kernel program parses a frame into a [`packet::Packet`], asks [`classify::classify`] for an
 //! [`classify::Outcome`], counts it and acts on it. The loader's reference classifier
 //! (`reference`, host only) parses the same bytes with a slice-based parser and calls the very
 //! same `classify` over in-memory copies of the maps, so `explain`, the differential test and the
@@ -19,3 +19,5 @@ pub mod packet;
 pub mod reason;
 #[cfg(feature = "user")]
 pub mod reference;
+#[cfg(feature = "user")]
+pub mod tables;

@@ -11,6 +11,100 @@ pub mod limits {
     pub const MAX_HDR_OFFSET: usize = 512;
 }
 
+/// Header layouts: lengths and field offsets, as RFCs 791, 8200, 793, 768, 4960 and 792 and
+/// IEEE 802.1Q draw them. Both parsers (the XDP program's and the reference one) read fields
+/// only through these names.
+pub mod hdr {
+    /// Ethernet II.
+    pub mod eth {
+        /// Header length.
+        pub const LEN: usize = 14;
+        /// Destination MAC address (6 bytes).
+        pub const DST: usize = 0;
+        /// `EtherType` (2 bytes).
+        pub const TYPE: usize = 12;
+    }
+    /// 802.1Q / 802.1ad tag, following the `EtherType` that announced it.
+    pub mod vlan {
+        /// Tag length.
+        pub const LEN: usize = 4;
+        /// Tag control information (priority, DEI, 12-bit VLAN id).
+        pub const TCI: usize = 0;
+        /// The next `EtherType`.
+        pub const TYPE: usize = 2;
+    }
+    /// IPv4.
+    pub mod ipv4 {
+        /// Length without options.
+        pub const MIN_LEN: usize = 20;
+        /// Version (high nibble) and header length in 32-bit words (low nibble).
+        pub const VER_IHL: usize = 0;
+        /// Identification (2 bytes).
+        pub const ID: usize = 4;
+        /// Flags and fragment offset (2 bytes).
+        pub const FRAG: usize = 6;
+        /// Protocol.
+        pub const PROTO: usize = 9;
+        /// Source address (4 bytes).
+        pub const SRC: usize = 12;
+        /// Destination address (4 bytes).
+        pub const DST: usize = 16;
+        /// Fragment field: more fragments.
+        pub const MF: u16 = 0x2000;
+        /// Fragment field: offset bits.
+        pub const OFFSET_MASK: u16 = 0x1fff;
+    }
+    /// IPv6 fixed header and extension headers.
+    pub mod ipv6 {
+        /// Fixed header length.
+        pub const LEN: usize = 40;
+        /// Version (high nibble).
+        pub const VER: usize = 0;
+        /// Next header.
+        pub const NEXT: usize = 6;
+        /// Source address (16 bytes).
+        pub const SRC: usize = 8;
+        /// Destination address (16 bytes).
+        pub const DST: usize = 24;
+        /// Extension header: next header.
+        pub const EXT_NEXT: usize = 0;
+        /// Extension header: length in 8-byte units, not counting the first 8.
+        pub const EXT_LEN: usize = 1;
+        /// Fragment header length.
+        pub const FRAG_LEN: usize = 8;
+        /// Fragment header: offset (13 bits), reserved, M flag (2 bytes).
+        pub const FRAG_OFFSET: usize = 2;
+        /// Fragment header: identification (4 bytes).
+        pub const FRAG_ID: usize = 4;
+    }
+    /// TCP, UDP and SCTP share the port layout.
+    pub mod l4 {
+        /// Source port (2 bytes).
+        pub const SPORT: usize = 0;
+        /// Destination port (2 bytes).
+        pub const DPORT: usize = 2;
+        /// TCP: data offset (high nibble).
+        pub const TCP_DOFF: usize = 12;
+        /// TCP: flags.
+        pub const TCP_FLAGS: usize = 13;
+        /// TCP header length without options.
+        pub const TCP_LEN: usize = 20;
+        /// UDP header length.
+        pub const UDP_LEN: usize = 8;
+        /// SCTP common header length.
+        pub const SCTP_LEN: usize = 12;
+    }
+    /// ICMP and `ICMPv6`.
+    pub mod icmp {
+        /// Header length (type, code, checksum, 4 bytes of rest-of-header).
+        pub const LEN: usize = 8;
+        /// Type.
+        pub const TYPE: usize = 0;
+        /// Code.
+        pub const CODE: usize = 1;
+    }
+}
+
 /// `EtherType` values the parsers recognise.
 pub mod ethertype {
     /// IPv4.

@@ -8,54 +8,17 @@
 use std::{
     cell::RefCell,
     collections::{HashMap, HashSet},
-    vec::Vec,
 };
 
 use crate::{
     classify::{Env, Outcome, classify},
     config::Config,
-    maps::{FragKey, PORT_SPACE, PROTO_SLOTS},
+    maps::FragKey,
     packet::{
         Family, Frag, Kind, L4Kind, Packet, cast_of, ethertype, icmp_is_error, ipproto, limits,
     },
+    tables::Tables,
 };
-
-/// The compiled policy tables, exactly as the loader writes them into the maps.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Tables {
-    /// `CONFIG[0]`.
-    pub config: Config,
-    /// `SRC_V4`: (prefix, length, source class).
-    pub src_v4: Vec<([u8; 4], u8, u32)>,
-    /// `SRC_V6`: (prefix, length, source class).
-    pub src_v6: Vec<([u8; 16], u8, u32)>,
-    /// `PORTS`: `PROTO_SLOTS * PORT_SPACE` port classes.
-    pub ports: Vec<u16>,
-    /// `DECISIONS`: `source classes * port classes` entries of rule slot + 1.
-    pub decisions: Vec<u32>,
-}
-
-impl Tables {
-    /// Empty tables of the right geometry (everything denied).
-    #[must_use]
-    pub fn empty() -> Self {
-        Tables {
-            config: Config {
-                port_classes: 1,
-                ..Config::default()
-            },
-            ports: vec_of(0, (PROTO_SLOTS * PORT_SPACE) as usize),
-            decisions: vec_of(0, 1),
-            ..Tables::default()
-        }
-    }
-}
-
-fn vec_of<T: Clone>(v: T, n: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(n);
-    out.resize(n, v);
-    out
-}
 
 /// A socket tuple the reference environment pretends this host owns:
 /// (family, proto, remote, remote port, local, local port).

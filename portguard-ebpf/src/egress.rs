@@ -11,12 +11,14 @@ use aya_ebpf::{
 };
 use portguard_common::{
     maps::UdpOutKey,
-    packet::{ethertype, ipproto},
+    packet::{
+        ethertype,
+        hdr::{eth, ipv4, ipv6, l4},
+        ipproto,
+    },
 };
 
 use crate::maps::UDP_OUT;
-
-const ETH_LEN: usize = 14;
 
 /// Record the flow of an outgoing UDP datagram, if the frame is one.
 #[inline(always)]
@@ -35,34 +37,35 @@ fn udp_out_key(ctx: &TcContext) -> Option<UdpOutKey> {
     // The skb's protocol is the frame's ethertype with any VLAN tag already taken off.
     let proto = u16::from_be(ctx.skb.protocol() as u16);
     let mut key = UdpOutKey::default();
-    let l4 = match proto {
+    let l4_off = match proto {
         ethertype::IPV4 => {
-            let ip: [u8; 20] = ctx.load(ETH_LEN).ok()?;
-            let fragmented = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-            if ip[9] != ipproto::UDP || fragmented {
+            let ip: [u8; ipv4::MIN_LEN] = ctx.load(eth::LEN).ok()?;
+            let frag = u16::from_be_bytes([ip[ipv4::FRAG], ip[ipv4::FRAG + 1]]);
+            let fragmented = frag & (ipv4::MF | ipv4::OFFSET_MASK) != 0;
+            if ip[ipv4::PROTO] != ipproto::UDP || fragmented {
                 return None;
             }
             key.family = 4;
-            key.local[..4].copy_from_slice(&ip[12..16]);
-            key.remote[..4].copy_from_slice(&ip[16..20]);
-            ETH_LEN + usize::from(ip[0] & 0x0f) * 4
+            key.local[..4].copy_from_slice(&ip[ipv4::SRC..ipv4::SRC + 4]);
+            key.remote[..4].copy_from_slice(&ip[ipv4::DST..ipv4::DST + 4]);
+            eth::LEN + usize::from(ip[ipv4::VER_IHL] & 0x0f) * 4
         }
         ethertype::IPV6 => {
-            let ip: [u8; 40] = ctx.load(ETH_LEN).ok()?;
+            let ip: [u8; ipv6::LEN] = ctx.load(eth::LEN).ok()?;
             // Datagrams behind extension headers are not recorded: their answers are judged
             // by the rules, as before this recorder existed.
-            if ip[6] != ipproto::UDP {
+            if ip[ipv6::NEXT] != ipproto::UDP {
                 return None;
             }
             key.family = 6;
-            key.local.copy_from_slice(&ip[8..24]);
-            key.remote.copy_from_slice(&ip[24..40]);
-            ETH_LEN + 40
+            key.local.copy_from_slice(&ip[ipv6::SRC..ipv6::SRC + 16]);
+            key.remote.copy_from_slice(&ip[ipv6::DST..ipv6::DST + 16]);
+            eth::LEN + ipv6::LEN
         }
         _ => return None,
     };
-    let ports: [u8; 4] = ctx.load(l4).ok()?;
-    key.lport = u16::from_be_bytes([ports[0], ports[1]]);
-    key.rport = u16::from_be_bytes([ports[2], ports[3]]);
+    let ports: [u8; 4] = ctx.load(l4_off).ok()?;
+    key.lport = u16::from_be_bytes([ports[l4::SPORT], ports[l4::SPORT + 1]]);
+    key.rport = u16::from_be_bytes([ports[l4::DPORT], ports[l4::DPORT + 1]]);
     Some(key)
 }

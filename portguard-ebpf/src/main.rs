@@ -9,13 +9,13 @@
 #![feature(asm_experimental_arch)]
 // Every helper that touches packet pointers is inlined on purpose: the verifier rejects packet
 // pointers passed into BPF subprograms, so "let the compiler decide" is not an option here.
-#![allow(
+#![expect(
     clippy::inline_always,
     reason = "packet pointers must not cross BPF calls"
 )]
 // aya-ebpf's map methods take keys by reference on the BPF side; clippy, checking this crate
 // for the host, sees a generic that would also take values.
-#![allow(
+#![expect(
     clippy::needless_borrows_for_generic_args,
     reason = "keys are passed as the BPF map API expects them"
 )]
@@ -36,7 +36,7 @@ use portguard_common::{classify::classify, packet::Packet};
 /// to interfaces with jumbo MTUs (storage and migration networks); headers are read from the
 /// first buffer only.
 #[xdp(frags)]
-#[allow(
+#[expect(
     clippy::needless_pass_by_value,
     reason = "the xdp macro's entry signature"
 )]
@@ -64,7 +64,7 @@ fn portguard_drop(_ctx: XdpContext) -> u32 {
 #[cfg(not(test))]
 /// The egress recorder (tc): remembers UDP this host sends, for `Env::owns_flow`. Never drops.
 #[classifier]
-#[allow(
+#[expect(
     clippy::needless_pass_by_value,
     reason = "the classifier macro's entry signature"
 )]

@@ -1,4 +1,4 @@
-//! Bounds-checked parsing of a frame into `portguard_common::packet::Parsed`.
+//! Bounds-checked parsing of a frame into `portguard_common::packet::Packet`.
 //!
 //! Mirrors `portguard_common::reference::parse` line for line; the differential test holds the
 //! two to the same answers. All packet access goes through [`ptr_at`]; every loop is bounded by a
@@ -8,7 +8,9 @@ use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
 use portguard_common::packet::{
-    Family, Frag, Kind, L4Kind, Packet, cast_of, ethertype, icmp_is_error, ipproto, limits,
+    Family, Frag, Kind, L4Kind, Packet, cast_of, ethertype,
+    hdr::{eth, icmp, ipv4, ipv6, l4, vlan},
+    icmp_is_error, ipproto, limits,
 };
 
 /// A pointer to a `T` at `offset` in the frame's first buffer, if the whole `T` is inside it.
@@ -50,28 +52,36 @@ fn pair_at(ctx: &XdpContext, off: usize) -> Option<[u8; 2]> {
 #[inline(always)]
 pub(crate) fn parse(ctx: &XdpContext, p: &mut Packet) {
     // SAFETY: ptr_at checked that 14 bytes are there.
-    let Some(eth) = ptr_at::<[u8; 14]>(ctx, 0).map(|h| unsafe { h.read_unaligned() }) else {
-        if let Some(mac) = ptr_at::<[u8; 6]>(ctx, 0) {
+    let Some(eth) = ptr_at::<[u8; eth::LEN]>(ctx, 0).map(|h| unsafe { h.read_unaligned() }) else {
+        if let Some(mac) = ptr_at::<[u8; 6]>(ctx, eth::DST) {
             // SAFETY: checked above.
             p.cast = cast_of(&unsafe { mac.read_unaligned() });
         }
         return;
     };
-    p.cast = cast_of(&[eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]]);
-    let mut proto = u16::from_be_bytes([eth[12], eth[13]]);
-    let mut off = 14usize;
+    let d = eth::DST;
+    p.cast = cast_of(&[
+        eth[d],
+        eth[d + 1],
+        eth[d + 2],
+        eth[d + 3],
+        eth[d + 4],
+        eth[d + 5],
+    ]);
+    let mut proto = u16::from_be_bytes([eth[eth::TYPE], eth[eth::TYPE + 1]]);
+    let mut off = eth::LEN;
     for _ in 0..limits::MAX_VLAN_TAGS {
         if proto != ethertype::VLAN && proto != ethertype::QINQ {
             break;
         }
-        let Some(tag) = ptr_at::<[u8; 4]>(ctx, off) else {
+        let Some(tag) = ptr_at::<[u8; vlan::LEN]>(ctx, off) else {
             return;
         };
         // SAFETY: checked by ptr_at.
         let tag = unsafe { tag.read_unaligned() };
-        p.vlan = u16::from_be_bytes([tag[0], tag[1]]) & 0x0fff;
-        proto = u16::from_be_bytes([tag[2], tag[3]]);
-        off += 4;
+        p.vlan = u16::from_be_bytes([tag[vlan::TCI], tag[vlan::TCI + 1]]) & 0x0fff;
+        proto = u16::from_be_bytes([tag[vlan::TYPE], tag[vlan::TYPE + 1]]);
+        off += vlan::LEN;
     }
     match proto {
         ethertype::VLAN | ethertype::QINQ => p.kind = Kind::TooDeep,
@@ -87,60 +97,59 @@ pub(crate) fn parse(ctx: &XdpContext, p: &mut Packet) {
 
 #[inline(always)]
 fn parse_v4(ctx: &XdpContext, off: usize, p: &mut Packet) {
-    let Some(h) = ptr_at::<[u8; 20]>(ctx, off) else {
+    let Some(h) = ptr_at::<[u8; ipv4::MIN_LEN]>(ctx, off) else {
         return;
     };
     // SAFETY: checked by ptr_at.
     let h = unsafe { &*h };
-    if h[0] >> 4 != 4 {
+    if h[ipv4::VER_IHL] >> 4 != 4 {
         return;
     }
-    p.dst = [
-        h[16], h[17], h[18], h[19], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
+    p.dst = widen_v4(h, ipv4::DST);
     p.dst_known = true;
-    let ihl = (h[0] & 0x0f) as usize * 4;
-    if ihl < 20 || pair_at(ctx, off + ihl - 2).is_none() {
+    let ihl = (h[ipv4::VER_IHL] & 0x0f) as usize * 4;
+    if ihl < ipv4::MIN_LEN || pair_at(ctx, off + ihl - 2).is_none() {
         return;
     }
-    let frag_field = u16::from_be_bytes([h[6], h[7]]);
-    p.frag = if frag_field & 0x1fff != 0 {
+    let frag_field = u16::from_be_bytes([h[ipv4::FRAG], h[ipv4::FRAG + 1]]);
+    p.frag = if frag_field & ipv4::OFFSET_MASK != 0 {
         Frag::Later
-    } else if frag_field & 0x2000 != 0 {
+    } else if frag_field & ipv4::MF != 0 {
         Frag::First
     } else {
         Frag::None
     };
-    p.src = [
-        h[12], h[13], h[14], h[15], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
-    p.proto = h[9];
-    p.frag_id = u32::from(u16::from_be_bytes([h[4], h[5]]));
+    p.src = widen_v4(h, ipv4::SRC);
+    p.proto = h[ipv4::PROTO];
+    p.frag_id = u32::from(u16::from_be_bytes([h[ipv4::ID], h[ipv4::ID + 1]]));
     finish_l4(ctx, off + ihl, p);
 }
 
 #[inline(always)]
 fn parse_v6(ctx: &XdpContext, off: usize, p: &mut Packet) {
-    let Some(h) = ptr_at::<[u8; 40]>(ctx, off) else {
+    let Some(h) = ptr_at::<[u8; ipv6::LEN]>(ctx, off) else {
         return;
     };
     // SAFETY: checked by ptr_at.
     let h = unsafe { &*h };
-    if h[0] >> 4 != 6 {
+    if h[ipv6::VER] >> 4 != 6 {
         return;
     }
     p.family = Family::V6;
     // SAFETY: inside the 40 checked bytes.
-    p.dst = unsafe { ptr_at::<[u8; 16]>(ctx, off + 24).map_or([0; 16], |a| a.read_unaligned()) };
+    p.dst =
+        unsafe { ptr_at::<[u8; 16]>(ctx, off + ipv6::DST).map_or([0; 16], |a| a.read_unaligned()) };
     p.dst_known = true;
     // SAFETY: as above.
-    p.src = unsafe { ptr_at::<[u8; 16]>(ctx, off + 8).map_or([0; 16], |a| a.read_unaligned()) };
-    p.proto = h[6];
-    let mut off = off + 40;
+    p.src =
+        unsafe { ptr_at::<[u8; 16]>(ctx, off + ipv6::SRC).map_or([0; 16], |a| a.read_unaligned()) };
+    p.proto = h[ipv6::NEXT];
+    let mut off = off + ipv6::LEN;
     for _ in 0..limits::MAX_IPV6_EXT {
         match p.proto {
             ipproto::HOPOPTS | ipproto::ROUTING | ipproto::DSTOPTS => {
-                let Some([nh, len]) = pair_at(ctx, off) else {
+                // Next header and length are the first two bytes (`ipv6::EXT_NEXT`, `EXT_LEN`).
+                let Some([nh, len]) = pair_at(ctx, off + ipv6::EXT_NEXT) else {
                     return;
                 };
                 p.proto = nh;
@@ -151,19 +160,20 @@ fn parse_v6(ctx: &XdpContext, off: usize, p: &mut Packet) {
                 }
             }
             ipproto::FRAGMENT => {
-                let Some(fh) = ptr_at::<[u8; 8]>(ctx, off) else {
+                let Some(fh) = ptr_at::<[u8; ipv6::FRAG_LEN]>(ctx, off) else {
                     return;
                 };
                 // SAFETY: checked by ptr_at.
                 let fh = unsafe { fh.read_unaligned() };
-                p.proto = fh[0];
-                p.frag_id = u32::from_be_bytes([fh[4], fh[5], fh[6], fh[7]]);
-                off += 8;
+                let id = ipv6::FRAG_ID;
+                p.proto = fh[ipv6::EXT_NEXT];
+                p.frag_id = u32::from_be_bytes([fh[id], fh[id + 1], fh[id + 2], fh[id + 3]]);
+                off += ipv6::FRAG_LEN;
                 if off > limits::MAX_HDR_OFFSET {
                     p.kind = Kind::TooDeep;
                     return;
                 }
-                let fo = u16::from_be_bytes([fh[2], fh[3]]);
+                let fo = u16::from_be_bytes([fh[ipv6::FRAG_OFFSET], fh[ipv6::FRAG_OFFSET + 1]]);
                 if fo >> 3 != 0 {
                     p.frag = Frag::Later;
                     p.kind = Kind::Ip;
@@ -198,50 +208,47 @@ fn finish_l4(ctx: &XdpContext, off: usize, p: &mut Packet) {
     };
     match p.proto {
         ipproto::TCP => {
-            let Some(h) = ptr_at::<[u8; 20]>(ctx, off) else {
+            let Some(h) = ptr_at::<[u8; l4::TCP_LEN]>(ctx, off) else {
                 return;
             };
             // SAFETY: checked by ptr_at.
             let h = unsafe { &*h };
-            if h[12] >> 4 < 5 {
+            if h[l4::TCP_DOFF] >> 4 < 5 {
                 return;
             }
             p.l4 = L4Kind::Ports;
-            p.tcp_flags = h[13];
-            p.sport = u16::from_be_bytes([h[0], h[1]]);
-            p.dport = u16::from_be_bytes([h[2], h[3]]);
+            p.tcp_flags = h[l4::TCP_FLAGS];
+            (p.sport, p.dport) = ports(h);
         }
         ipproto::UDP => {
-            let Some(h) = ptr_at::<[u8; 8]>(ctx, off) else {
+            let Some(h) = ptr_at::<[u8; l4::UDP_LEN]>(ctx, off) else {
                 return;
             };
             // SAFETY: checked by ptr_at.
             let h = unsafe { h.read_unaligned() };
             p.l4 = L4Kind::Ports;
-            p.sport = u16::from_be_bytes([h[0], h[1]]);
-            p.dport = u16::from_be_bytes([h[2], h[3]]);
+            (p.sport, p.dport) = ports(&h);
         }
         ipproto::SCTP => {
-            let Some(h) = ptr_at::<[u8; 12]>(ctx, off) else {
+            let Some(h) = ptr_at::<[u8; l4::SCTP_LEN]>(ctx, off) else {
                 return;
             };
             // SAFETY: checked by ptr_at.
             let h = unsafe { h.read_unaligned() };
             p.l4 = L4Kind::Ports;
-            p.sport = u16::from_be_bytes([h[0], h[1]]);
-            p.dport = u16::from_be_bytes([h[2], h[3]]);
+            (p.sport, p.dport) = ports(&h);
         }
         _ if icmp_here => {
-            let Some(h) = ptr_at::<[u8; 8]>(ctx, off) else {
+            let Some(h) = ptr_at::<[u8; icmp::LEN]>(ctx, off) else {
                 return;
             };
             // SAFETY: checked by ptr_at.
             let h = unsafe { h.read_unaligned() };
             p.l4 = L4Kind::Icmp;
-            p.icmp_type = h[0];
-            p.icmp_code = h[1];
+            p.icmp_type = h[icmp::TYPE];
+            p.icmp_code = h[icmp::CODE];
             if icmp_is_error(p.family, p.icmp_type) {
-                parse_quote(ctx, off + 8, p);
+                parse_quote(ctx, off + icmp::LEN, p);
             }
         }
         _ => p.l4 = L4Kind::Other,
@@ -252,69 +259,79 @@ fn finish_l4(ctx: &XdpContext, off: usize, p: &mut Packet) {
 /// The quoted TCP/UDP flow of an ICMP error, when it was sent from `p.dst`.
 #[inline(always)]
 fn parse_quote(ctx: &XdpContext, off: usize, p: &mut Packet) {
-    let (proto, src, remote, l4) = match p.family {
+    let (proto, src, remote, l4_off) = match p.family {
         Family::V4 => {
-            let Some(h) = ptr_at::<[u8; 20]>(ctx, off) else {
+            let Some(h) = ptr_at::<[u8; ipv4::MIN_LEN]>(ctx, off) else {
                 return;
             };
             // SAFETY: checked by ptr_at.
             let h = unsafe { &*h };
-            let ihl = (h[0] & 0x0f) as usize * 4;
-            if h[0] >> 4 != 4 || ihl < 20 || pair_at(ctx, off + ihl - 2).is_none() {
+            let ihl = (h[ipv4::VER_IHL] & 0x0f) as usize * 4;
+            if h[ipv4::VER_IHL] >> 4 != 4
+                || ihl < ipv4::MIN_LEN
+                || pair_at(ctx, off + ihl - 2).is_none()
+            {
                 return;
             }
-            let w = |a: usize| {
-                [
-                    h[a],
-                    h[a + 1],
-                    h[a + 2],
-                    h[a + 3],
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                ]
-            };
-            (h[9], w(12), w(16), off + ihl)
+            (
+                h[ipv4::PROTO],
+                widen_v4(h, ipv4::SRC),
+                widen_v4(h, ipv4::DST),
+                off + ihl,
+            )
         }
         Family::V6 => {
-            let Some(h) = ptr_at::<[u8; 40]>(ctx, off) else {
+            let Some(h) = ptr_at::<[u8; ipv6::LEN]>(ctx, off) else {
                 return;
             };
             // SAFETY: checked by ptr_at.
             let h = unsafe { &*h };
-            if h[0] >> 4 != 6 {
+            if h[ipv6::VER] >> 4 != 6 {
                 return;
             }
             // SAFETY: inside the 40 checked bytes.
             let (src, remote) = unsafe {
                 (
-                    ptr_at::<[u8; 16]>(ctx, off + 8).map_or([0; 16], |a| a.read_unaligned()),
-                    ptr_at::<[u8; 16]>(ctx, off + 24).map_or([0; 16], |a| a.read_unaligned()),
+                    ptr_at::<[u8; 16]>(ctx, off + ipv6::SRC)
+                        .map_or([0; 16], |a| a.read_unaligned()),
+                    ptr_at::<[u8; 16]>(ctx, off + ipv6::DST)
+                        .map_or([0; 16], |a| a.read_unaligned()),
                 )
             };
-            (h[6], src, remote, off + 40)
+            (h[ipv6::NEXT], src, remote, off + ipv6::LEN)
         }
     };
-    let Some(ports) = ptr_at::<[u8; 4]>(ctx, l4) else {
+    let Some(quoted) = ptr_at::<[u8; 4]>(ctx, l4_off) else {
         return;
     };
     // SAFETY: checked by ptr_at.
-    let ports = unsafe { ports.read_unaligned() };
+    let quoted = unsafe { quoted.read_unaligned() };
     if (proto != ipproto::TCP && proto != ipproto::UDP) || src != p.dst {
         return;
     }
     p.has_quote = true;
     p.quote_proto = proto;
     p.quote_remote = remote;
-    p.quote_lport = u16::from_be_bytes([ports[0], ports[1]]);
-    p.quote_rport = u16::from_be_bytes([ports[2], ports[3]]);
+    // The quoted packet was sent by this host: its source port is ours.
+    (p.quote_lport, p.quote_rport) = ports(&quoted);
+}
+
+/// Source and destination port of a TCP, UDP or SCTP header (or the start of one).
+#[inline(always)]
+fn ports<const N: usize>(h: &[u8; N]) -> (u16, u16) {
+    (
+        u16::from_be_bytes([h[l4::SPORT], h[l4::SPORT + 1]]),
+        u16::from_be_bytes([h[l4::DPORT], h[l4::DPORT + 1]]),
+    )
+}
+
+/// The IPv4 address at `at` in `h`, in the first four bytes of a 16-byte address field.
+#[inline(always)]
+fn widen_v4(h: &[u8; ipv4::MIN_LEN], at: usize) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[0] = h[at];
+    a[1] = h[at + 1];
+    a[2] = h[at + 2];
+    a[3] = h[at + 3];
+    a
 }

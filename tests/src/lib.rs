@@ -15,7 +15,7 @@ use std::{
 
 use aya::programs::{TestRun, TestRunOptions};
 use portguard::ebpf::Datapath;
-use portguard_common::reference::Tables;
+use portguard_common::tables::Tables;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 

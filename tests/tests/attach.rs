@@ -21,7 +21,7 @@ const CLOSED_TCP: u16 = 5002;
 const OPEN_UDP: u16 = 6081;
 const CLOSED_UDP: u16 = 6082;
 
-fn tables(pair: &Pair) -> portguard_common::reference::Tables {
+fn tables(pair: &Pair) -> portguard_common::tables::Tables {
     let peer = vec![ipnet::IpNet::from(pair.a4), ipnet::IpNet::from(pair.a6)];
     let rules = [
         TableRule {

@@ -616,11 +616,9 @@ fn an_interface_that_cannot_be_attached_is_reported_and_the_others_are_protected
     ]);
     pair.b.exec(&["ip", "link", "set", &taken, "up"]);
     let other_pins = integration_tests::PinDir::new();
-    let mut other = portguard::ebpf::Datapath::load(
-        &portguard_common::reference::Tables::empty(),
-        &other_pins.0,
-    )
-    .unwrap();
+    let mut other =
+        portguard::ebpf::Datapath::load(&portguard_common::tables::Tables::empty(), &other_pins.0)
+            .unwrap();
     let ns_path = format!("/run/netns/{}", pair.b.name);
     let taken_if = taken.clone();
     std::thread::scope(|s| {

@@ -39,7 +39,7 @@ use portguard_common::{
     config::{DROP as CFG_DROP, JUDGE},
     event::Event,
     reason::Reason,
-    reference::Tables,
+    tables::Tables,
 };
 
 /// The shipped policy files: essentials and failsafe handling come from here.

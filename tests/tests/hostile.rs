@@ -34,7 +34,8 @@ use portguard_common::{
     maps::{FragKey, LOCAL_BROADCAST, LOCAL_UNICAST},
     packet::{Family, Frag, Kind, Packet},
     reason::{REASON_COUNT, Reason},
-    reference::{RefEnv, Tables, parse},
+    reference::{RefEnv, parse},
+    tables::Tables,
 };
 use rand::{Rng, SeedableRng, rngs::SmallRng, seq::IndexedRandom};
 

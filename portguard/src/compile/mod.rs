@@ -3,7 +3,7 @@
 
 use portguard_common::{
     config::{Config, DROP, JUDGE, MODE_AUDIT, MODE_ENFORCE, PASS},
-    reference::Tables,
+    tables::Tables,
 };
 use serde::Serialize;
 

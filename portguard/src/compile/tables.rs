@@ -21,7 +21,7 @@ use portguard_common::{
         MAX_DECISIONS, MAX_PREFIXES, MAX_RULES, PORT_SPACE, PROTO_SLOTS, SLOT_ICMP, SLOT_ICMPV6,
         SLOT_SCTP, SLOT_TCP, SLOT_UDP,
     },
-    reference::Tables,
+    tables::Tables,
 };
 
 use crate::policy::{Match, Proto};

@@ -17,7 +17,7 @@ use portguard_common::{
     config::Config,
     maps::{self, Counters, LOCAL_BROADCAST, LOCAL_UNICAST},
     reason::Reason,
-    reference::Tables,
+    tables::Tables,
 };
 
 use super::counters::{self, CountersError};

@@ -323,7 +323,7 @@ pub(crate) fn rhv_scenario(hp: &HostPolicy) -> Scenario {
 }
 
 /// Load `tables` and give the datapath the host's addresses.
-pub(crate) fn load(tables: &portguard_common::reference::Tables, pins: &PinDir) -> Datapath {
+pub(crate) fn load(tables: &portguard_common::tables::Tables, pins: &PinDir) -> Datapath {
     let mut dp = Datapath::load(tables, &pins.0).expect("load the XDP program");
     dp.set_local_addrs(&[HOST4.into(), HOST6.into()], &[])
         .expect("local addresses");
