@@ -77,6 +77,9 @@ pub enum Command {
         /// Output diagnostics as JSON.
         #[arg(long)]
         json: bool,
+        /// Treat every warning as an error (exit 1 if there is any).
+        #[arg(long)]
+        strict: bool,
         /// Pass even if the policy would refuse new SSH connections like the one this runs in.
         #[arg(long)]
         force: bool,
@@ -128,6 +131,9 @@ pub enum Command {
         /// Output as JSON.
         #[arg(long)]
         json: bool,
+        /// Exit 1 when the flow is denied (0 when allowed), for scripts.
+        #[arg(long)]
+        exit_status: bool,
     },
     /// Put this host's policy in force on its interfaces and keep it there (the service).
     Run {

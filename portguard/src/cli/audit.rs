@@ -36,6 +36,14 @@ pub(super) fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    if query::log_files(&log)?.is_empty() {
+        // The daemon creates its log when it starts: no log means no daemon writes here.
+        anyhow::bail!(
+            "no audit log at {} (is portguard running? the site's [audit] path, or --log, says \
+             where it writes)",
+            log.display()
+        );
+    }
     let records = query::read(&log, &filter)?;
     let mut out = io::stdout().lock();
     let written = if let Some(n) = args.top {

@@ -2,48 +2,99 @@
 
 use std::process::ExitCode;
 
-use super::args::PolicyArgs;
-use crate::{paths, policy};
+use super::{EXIT_POLICY, args::PolicyArgs};
+use crate::{
+    paths,
+    policy::{self, Diagnostic, Severity},
+};
 
-pub(super) fn run(args: &PolicyArgs, json: bool, force: bool) -> anyhow::Result<ExitCode> {
+/// How `check` reports.
+pub(super) struct Options {
+    /// Diagnostics as JSON.
+    pub(super) json: bool,
+    /// Warnings count as errors.
+    pub(super) strict: bool,
+    /// A policy that would lock this SSH session out passes (with a warning).
+    pub(super) force: bool,
+}
+
+pub(super) fn run(args: &PolicyArgs, opts: Options) -> anyhow::Result<ExitCode> {
+    super::site_exists(args)?;
     let dir = paths::policies_dir(args.policies.as_deref());
-    match policy::load(&args.site, &dir) {
+    let (valid, mut errors, warnings, summary) = match policy::load(&args.site, &dir) {
         Ok(p) => {
+            let mut errors = Vec::new();
             if let Some(cut) = crate::lockout::session_cut(&p, &[]) {
-                if !force {
-                    eprintln!("{}: error: {cut}", args.site.display());
-                    return Ok(ExitCode::FAILURE);
+                if opts.force {
+                    eprintln!("{}: warning (forced): {cut}", args.site.display());
+                } else {
+                    errors.push(whole_file(&args.site, cut));
                 }
-                eprintln!("{}: warning (forced): {cut}", args.site.display());
             }
-            if json {
-                let out = serde_json::json!({ "valid": true, "errors": [], "warnings": p.warnings,
-                    "products": p.products, "rules": p.rules.len(),
-                    "enabled_rules": p.rules.iter().filter(|r| r.enabled).count() });
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else {
-                for w in &p.warnings {
-                    eprintln!("{w}");
-                }
-                let enabled = p.rules.iter().filter(|r| r.enabled).count();
-                println!(
-                    "{}: valid ({} products, {} rules, {enabled} enabled, {} warnings)",
-                    args.site.display(),
-                    p.products.len(),
-                    p.rules.len(),
-                    p.warnings.len()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            let summary = serde_json::json!({
+                "products": p.products, "rules": p.rules.len(),
+                "enabled_rules": p.rules.iter().filter(|r| r.enabled).count(),
+            });
+            (errors.is_empty(), errors, p.warnings, summary)
         }
         Err(diags) => {
-            if json {
-                let out = serde_json::json!({ "valid": false, "errors": diags.0 });
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else {
-                eprintln!("{diags}");
-            }
-            Ok(ExitCode::FAILURE)
+            let (errors, warnings) = diags
+                .0
+                .into_iter()
+                .partition(|d| d.severity == Severity::Error);
+            (false, errors, warnings, serde_json::Value::Null)
         }
+    };
+    // Under --strict a warning is an error: same text, same place.
+    let (mut warnings, promoted): (Vec<Diagnostic>, Vec<Diagnostic>) = warnings
+        .into_iter()
+        .partition(|_| !opts.strict);
+    errors.extend(promoted.into_iter().map(|d| Diagnostic {
+        severity: Severity::Error,
+        ..d
+    }));
+    warnings.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    let ok = valid && errors.is_empty();
+    if opts.json {
+        let out = serde_json::json!({ "valid": ok, "strict": opts.strict, "errors": errors,
+            "warnings": warnings, "summary": summary });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for d in errors.iter().chain(&warnings) {
+            eprintln!("{d}");
+        }
+        if ok {
+            println!(
+                "{}: valid ({} products, {} rules, {} enabled, {} warnings)",
+                args.site.display(),
+                summary["products"].as_array().map_or(0, Vec::len),
+                summary["rules"],
+                summary["enabled_rules"],
+                warnings.len()
+            );
+        } else {
+            eprintln!(
+                "{}: invalid ({} errors{})",
+                args.site.display(),
+                errors.len(),
+                if opts.strict { ", warnings counted as errors" } else { "" }
+            );
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_POLICY)
+    })
+}
+
+/// A problem with the site file as a whole, as a diagnostic at its first line.
+fn whole_file(site: &std::path::Path, message: String) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        file: site.to_owned(),
+        line: 1,
+        col: 1,
+        message,
     }
 }

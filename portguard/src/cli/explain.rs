@@ -27,6 +27,7 @@ pub(super) fn run(
     host: &HostArgs,
     f: &Flow,
     json: bool,
+    exit_status: bool,
 ) -> anyhow::Result<ExitCode> {
     let policy = super::load_policy(args)?;
     let hp = super::host_policy(&policy, host, Some(f.dst))?;
@@ -94,6 +95,9 @@ pub(super) fn run(
             None => println!("{verdict}: {reason}"),
         }
         println!("host roles: {}", hp.roles.join(", "));
+    }
+    if exit_status && verdict == "deny" {
+        return Ok(ExitCode::from(super::EXIT_POLICY));
     }
     Ok(ExitCode::SUCCESS)
 }

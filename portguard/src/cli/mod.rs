@@ -57,9 +57,29 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("portguard: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit_status(&e))
         }
     }
+}
+
+/// The exit status of every verb: 0 when all is well, [`EXIT_POLICY`] when the policy (or the
+/// verdict asked for) is the problem, [`EXIT_USAGE`] when the command line or the environment
+/// is (clap exits 2 on usage errors too). Documented in the man page and the README.
+pub const EXIT_POLICY: u8 = 1;
+/// See [`EXIT_POLICY`].
+pub const EXIT_USAGE: u8 = 2;
+
+/// Which kind of failure `e` is: a policy that does not load or compile for this host is the
+/// policy's problem; anything else (files, permissions, the kernel, a daemon that does not
+/// answer) is the environment's.
+fn exit_status(e: &anyhow::Error) -> u8 {
+    let policy = e.chain().any(|c| {
+        c.is::<policy::Diagnostics>()
+            || c
+                .downcast_ref::<crate::compile::CompileError>()
+                .is_some_and(crate::compile::CompileError::is_policy)
+    });
+    if policy { EXIT_POLICY } else { EXIT_USAGE }
 }
 
 /// Run a parsed command line.
@@ -68,8 +88,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check {
             policy,
             json,
+            strict,
             force,
-        } => check::run(&policy, json, force),
+        } => check::run(&policy, check::Options { json, strict, force }),
         Command::Compile {
             policy,
             host,
@@ -87,6 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             icmp_type,
             icmp_code,
             json,
+            exit_status,
         } => {
             let flow = explain::Flow {
                 src,
@@ -97,7 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 icmp_type,
                 icmp_code,
             };
-            explain::run(&policy, &host, &flow, json)
+            explain::run(&policy, &host, &flow, json, exit_status)
         }
         Command::Run {
             policy,
@@ -141,9 +163,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Man => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
-            std::io::stdout().write_all(&out)?;
+            std::io::stdout().write_all(&man_page()?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(args) => audit::run(&args),
@@ -151,10 +171,65 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The man page: clap's sections, then EXIT STATUS and FILES, which clap cannot generate.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    let man = clap_mangen::Man::new(Cli::command());
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    man.render_subcommands_section(&mut out)?;
+    out.extend_from_slice(
+        format!(
+            ".SH \"EXIT STATUS\"\n\
+             .TP\n0\nSuccess: the policy is valid, the flow is allowed, the host enforces what \
+             the site says.\n\
+             .TP\n{EXIT_POLICY}\nA policy or verdict problem: the site or a product file has \
+             errors (or warnings, with \\fBcheck \\-\\-strict\\fR), the policy does not \
+             compile for this host, \\fBexplain \\-\\-exit\\-status\\fR denies the flow, \
+             \\fBstatus\\fR finds the host not enforcing what the site says, \\fBlab\\fR \
+             observes a flow other than expected, a reload or an apply is refused.\n\
+             .TP\n{EXIT_USAGE}\nA usage or environment error: bad arguments, a file that cannot \
+             be read, missing privileges, no daemon where one is needed, a missing audit log.\n\
+             .SH FILES\n\
+             .TP\n{site}\nThe site file; drop-ins in {site_dir}/site.d/*.toml are read after it, \
+             in name order.\n\
+             .TP\n{policies}\nThe product files.\n\
+             .TP\n{pins}\nPinned links and maps (bpffs): the enforcement itself.\n\
+             .TP\n{run}\nThe daemon's state and counter samples.\n\
+             .TP\n{audit}\nThe audit log of denied flows.\n",
+            site = paths::SITE_FILE,
+            site_dir = "/etc/portguard",
+            policies = paths::POLICIES_DIR,
+            pins = paths::PIN_DIR,
+            run = paths::RUN_DIR,
+            audit = paths::AUDIT_LOG,
+        )
+        .as_bytes(),
+    );
+    man.render_version_section(&mut out)?;
+    Ok(out)
+}
+
 /// Load the site policy, or print every problem as `FILE:LINE:COL: message` and fail.
 fn load_policy(args: &PolicyArgs) -> anyhow::Result<Policy> {
+    site_exists(args)?;
     let dir = paths::policies_dir(args.policies.as_deref());
     Ok(policy::load(&args.site, &dir)?)
+}
+
+/// A missing site file is the environment's problem (exit 2), not a policy's: say so before the
+/// loader reports it as a diagnostic.
+fn site_exists(args: &PolicyArgs) -> anyhow::Result<()> {
+    if !args.site.exists() {
+        anyhow::bail!(
+            "no site file at {} (write one: policies/examples/ has examples; or pass --site)",
+            args.site.display()
+        );
+    }
+    Ok(())
 }
 
 /// Compile the policy for the host described by `host` (or owning `dst`, or this machine).

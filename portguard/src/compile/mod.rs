@@ -57,6 +57,14 @@ pub enum CompileError {
     Tables(#[from] TableError),
 }
 
+impl CompileError {
+    /// Whether the policy is the problem (the site must change), not the machine.
+    #[must_use]
+    pub fn is_policy(&self) -> bool {
+        !matches!(self, CompileError::Addresses(_))
+    }
+}
+
 fn config_for(policy: &Policy) -> Config {
     let d = &policy.datapath;
     Config {

@@ -217,6 +217,28 @@ async fn serve(opts: Options) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// The metrics endpoint listens where the host's own policy drops the scrapes: say which rule
+/// is missing (loopback never crosses the NIC, so it needs none).
+fn warn_unopened_metrics(host: &HostPolicy, addr: std::net::SocketAddr) {
+    use crate::policy::{Match, Proto};
+    if addr.ip().is_loopback() {
+        return;
+    }
+    let port = addr.port();
+    let opened = host.rules.iter().any(|r| {
+        r.protos.contains(&Proto::Tcp)
+            && matches!(&r.matches, Match::Ports(ranges) if ranges.iter().any(|p| p.contains(&port)))
+    });
+    if !opened {
+        log::warn!(
+            "metrics on {addr}, but no rule of this host opens tcp/{port}: scrapes from other \
+             machines are dropped. Add a site rule, e.g. [[rules]] id = \"SITE-PROMETHEUS\" \
+             from = [\"site.prometheus\"] proto = \"tcp\" ports = \"{port}\" purpose = \
+             \"Prometheus scrapes portguard\", and map site.prometheus in [roles]"
+        );
+    }
+}
+
 /// An error and its causes on one line, as logs and the state file show them.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -269,6 +291,9 @@ impl Daemon {
             host.tables.config.policy_version = compile::version_of(&host.tables);
         }
         let version = format!("{:016x}", host.tables.config.policy_version);
+        if let Some(addr) = self.opts.metrics {
+            warn_unopened_metrics(&host, addr);
+        }
         Ok(Compiled {
             policy,
             host,

@@ -90,29 +90,41 @@ impl fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// A file being read, with what is needed to turn byte offsets (toml spans) into line:col.
+///
+/// A site file and its drop-ins are one source of several segments: each file is parsed with
+/// its spans shifted past the files before it (see `load`), so one span names one place in one
+/// file, and the rest of the loader never needs to know which file a value came from.
 pub(crate) struct SourceFile {
-    /// Path used in diagnostics.
+    /// Path of the first file: for problems with the source as a whole.
     pub(crate) path: PathBuf,
-    /// The contents.
-    pub(crate) text: String,
-    /// Byte offset of the start of each line.
+    segments: Vec<Segment>,
+}
+
+/// One file of a [`SourceFile`], at byte offset `base` of the combined spans.
+struct Segment {
+    base: usize,
+    path: PathBuf,
+    text: String,
+    /// Byte offset (within `text`) of the start of each line.
     line_starts: Vec<usize>,
 }
 
-impl SourceFile {
-    pub(crate) fn new(path: &Path, text: String) -> Self {
+impl Segment {
+    fn new(base: usize, path: &Path, text: String) -> Self {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
-        Self {
+        Segment {
+            base,
             path: path.to_owned(),
             text,
             line_starts,
         }
     }
 
-    /// 1-based line and column (in characters) of a byte offset; offsets past the end clamp.
-    pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
+    /// 1-based line and column (in characters) of a byte offset of this file; offsets past the
+    /// end clamp.
+    fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
         let line = self
             .line_starts
@@ -126,12 +138,52 @@ impl SourceFile {
             + 1;
         (line, col)
     }
+}
 
-    /// Where the byte offset `span.start` is.
+impl SourceFile {
+    pub(crate) fn new(path: &Path, text: String) -> Self {
+        Self {
+            path: path.to_owned(),
+            segments: vec![Segment::new(0, path, text)],
+        }
+    }
+
+    /// Add another file after the ones already here. Its text must be parsed shifted by the
+    /// returned offset ([`SourceFile::shifted`]) for its spans to point into it.
+    pub(crate) fn push(&mut self, path: &Path, text: String) -> usize {
+        let base = self
+            .segments
+            .last()
+            .map_or(0, |s| s.base + s.text.len() + 1);
+        self.segments.push(Segment::new(base, path, text));
+        base
+    }
+
+    /// The text of the last file pushed, preceded by as many spaces as its offset: TOML skips
+    /// leading whitespace, so parsing this gives spans in the combined space.
+    pub(crate) fn shifted(&self) -> String {
+        let last = self.segments.last().expect("a source has a file");
+        let mut text = " ".repeat(last.base);
+        text.push_str(&last.text);
+        text
+    }
+
+    /// 1-based line and column of a byte offset of the first file (tests).
+    #[cfg(test)]
+    pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
+        self.segments[0].line_col(offset)
+    }
+
+    /// Where the byte offset `span.start` is, in whichever file holds it.
     pub(crate) fn loc(&self, span: &Range<usize>) -> Loc {
-        let (line, col) = self.line_col(span.start);
+        let i = self
+            .segments
+            .partition_point(|s| s.base <= span.start)
+            .max(1);
+        let seg = &self.segments[i - 1];
+        let (line, col) = seg.line_col(span.start - seg.base);
         Loc {
-            file: self.path.clone(),
+            file: seg.path.clone(),
             line,
             col,
         }
@@ -216,11 +268,22 @@ impl Sink {
         self.diags.iter().any(|d| d.severity == Severity::Error)
     }
 
-    /// The errors toml and serde found while reading `src`.
-    pub(crate) fn read_errors(&mut self, src: &SourceFile, errors: Vec<super::files::ReadError>) {
+    /// The errors toml and serde found while reading `src`. A syntax error is reported alone
+    /// (the first one): what the parser makes of the rest of such a file is not what its
+    /// author wrote, so further errors would be echoes of the first. True if there was one.
+    pub(crate) fn read_errors(
+        &mut self,
+        src: &SourceFile,
+        errors: Vec<super::files::ReadError>,
+    ) -> bool {
+        if let Some(first) = errors.iter().find(|e| e.syntax) {
+            self.error(&src.loc(&first.span), first.message.clone());
+            return true;
+        }
         for e in errors {
             self.error(&src.loc(&e.span), e.message);
         }
+        false
     }
 
     pub(crate) fn finish(mut self) -> Diagnostics {

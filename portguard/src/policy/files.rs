@@ -93,19 +93,20 @@ pub(crate) enum ProtoSpec {
     Icmpv6,
 }
 
-/// `[[rules]]`.
+/// `[[rules]]`, in a product file or a site file (where `to` defaults to `host` and `doc` to
+/// the file and line; product files must give both).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RuleDecl {
     pub(crate) id: Str,
     pub(crate) from: Spanned<Vec<Str>>,
-    pub(crate) to: Spanned<Vec<Str>>,
+    pub(crate) to: Option<Spanned<Vec<Str>>>,
     pub(crate) proto: Spanned<ProtoSpec>,
     pub(crate) ports: Option<Str>,
     pub(crate) icmp_type: Option<Str>,
     pub(crate) icmp_code: Option<Spanned<u8>>,
     pub(crate) purpose: String,
-    pub(crate) doc: String,
+    pub(crate) doc: Option<String>,
     #[serde(default)]
     pub(crate) when: Vec<Str>,
     pub(crate) note: Option<String>,
@@ -198,6 +199,69 @@ pub(crate) struct SiteFile {
     pub(crate) host: HostSection,
     pub(crate) datapath: DatapathSection,
     pub(crate) audit: AuditSection,
+    /// Site-local rules.
+    pub(crate) rules: Vec<Spanned<RuleDecl>>,
+}
+
+impl SiteFile {
+    /// Add a drop-in read after this file, the way systemd and firewalld drop-ins combine:
+    /// lists grow (products, features, role ranges, failsafe sources, rules, params), and a
+    /// setting a later file gives replaces the earlier one (mode, `[host]`, `[datapath]`,
+    /// `[audit]` keys). Duplicates (a param set twice, a role mapped twice in one file) are
+    /// for validation to report, at both places.
+    pub(crate) fn merge(&mut self, later: SiteFile) {
+        let SiteFile {
+            products,
+            features,
+            disabled_features,
+            mode,
+            roles,
+            params,
+            failsafe,
+            host,
+            datapath,
+            audit,
+            rules,
+        } = later;
+        let add_new = |to: &mut Vec<Str>, from: Vec<Str>| {
+            for s in from {
+                if !to.iter().any(|t| t.get_ref() == s.get_ref()) {
+                    to.push(s);
+                }
+            }
+        };
+        add_new(&mut self.products, products);
+        add_new(&mut self.features, features);
+        add_new(&mut self.disabled_features, disabled_features);
+        self.mode = mode.or(self.mode);
+        self.roles.extend(roles);
+        self.params.extend(params);
+        self.failsafe.ssh_from.extend(failsafe.ssh_from);
+        let HostSection { roles, interfaces } = host;
+        self.host.roles = roles.or(self.host.roles.take());
+        self.host.interfaces = interfaces.or(self.host.interfaces.take());
+        let DatapathSection {
+            broadcast,
+            non_ip,
+            not_for_host,
+        } = datapath;
+        self.datapath.broadcast = broadcast.or(self.datapath.broadcast);
+        self.datapath.non_ip = non_ip.or(self.datapath.non_ip);
+        self.datapath.not_for_host = not_for_host.or(self.datapath.not_for_host);
+        let AuditSection {
+            path,
+            rate,
+            burst,
+            max_bytes,
+            keep,
+        } = audit;
+        self.audit.path = path.or(self.audit.path.take());
+        self.audit.rate = rate.or(self.audit.rate.take());
+        self.audit.burst = burst.or(self.audit.burst.take());
+        self.audit.max_bytes = max_bytes.or(self.audit.max_bytes.take());
+        self.audit.keep = keep.or(self.audit.keep.take());
+        self.rules.extend(rules);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -208,6 +272,9 @@ pub(crate) struct SiteFile {
 pub(crate) struct ReadError {
     pub(crate) span: std::ops::Range<usize>,
     pub(crate) message: String,
+    /// A TOML syntax error: what follows it in the file is not what its author meant, so
+    /// later problems of that file are likely its echoes.
+    pub(crate) syntax: bool,
 }
 
 impl From<TomlError> for ReadError {
@@ -215,6 +282,7 @@ impl From<TomlError> for ReadError {
         Self {
             span: e.span().unwrap_or(0..0),
             message: e.message().trim_end().to_owned(),
+            syntax: false,
         }
     }
 }
@@ -245,6 +313,7 @@ pub(crate) fn read_product(text: &str) -> (ProductFile, Vec<ReadError>) {
         r.errors.push(ReadError {
             span: 0..0,
             message: "missing table `[product]` (id, name, document)".to_owned(),
+            syntax: false,
         });
     }
     (file, r.errors)
@@ -263,6 +332,7 @@ pub(crate) fn read_site(text: &str) -> (SiteFile, Vec<ReadError>) {
         "host",
         "datapath",
         "audit",
+        "rules",
     ];
     let mut r = Reader::default();
     let mut site = SiteFile::default();
@@ -284,6 +354,7 @@ pub(crate) fn read_site(text: &str) -> (SiteFile, Vec<ReadError>) {
             "host" => site.host = r.value(value).unwrap_or_default(),
             "datapath" => site.datapath = r.value(value).unwrap_or_default(),
             "audit" => site.audit = r.value(value).unwrap_or_default(),
+            "rules" => site.rules = r.items(value),
             other => r.unknown(&key, other, KEYS),
         }
     }
@@ -302,7 +373,11 @@ impl Reader {
     /// The top-level entries of a document, in file order (the toml map is sorted by key).
     fn document<'i>(&mut self, text: &'i str) -> Vec<(Key<'i>, Spanned<DeValue<'i>>)> {
         let (doc, errors) = DeTable::parse_recoverable(text);
-        self.errors.extend(errors.into_iter().map(ReadError::from));
+        self.errors
+            .extend(errors.into_iter().map(|e| ReadError {
+                syntax: true,
+                ..ReadError::from(e)
+            }));
         let mut entries: Vec<_> = doc.into_inner().into_iter().collect();
         entries.sort_by_key(|(k, _)| k.span().start);
         entries
@@ -322,6 +397,7 @@ impl Reader {
             self.errors.push(ReadError {
                 span,
                 message: "expected a table".to_owned(),
+                syntax: false,
             });
             return Vec::new();
         };
@@ -343,6 +419,7 @@ impl Reader {
             self.errors.push(ReadError {
                 span,
                 message: "expected an array of tables (`[[rules]]`)".to_owned(),
+                syntax: false,
             });
             return Vec::new();
         };
@@ -358,6 +435,7 @@ impl Reader {
         self.errors.push(ReadError {
             span: key.span(),
             message: format!("unknown field `{name}`, expected one of {expected}"),
+            syntax: false,
         });
     }
 }

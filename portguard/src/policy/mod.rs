@@ -18,7 +18,7 @@ mod load;
 mod ports;
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
-pub use load::load;
+pub use load::{drop_ins, load};
 
 /// Where rules are enforced: dropping (`enforce`) or only reporting (`audit`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use super::{ANY, HOST, Product, site::SiteRole};
+use super::{ANY, HOST, Product, SITE_ROLE_PREFIX, site::SiteRole};
 use crate::policy::{
     Role,
     diag::{Loc, Sink, SourceFile, did_you_mean},
-    files::{FeatureDecl, ParamDecl, RoleDecl, Str},
+    files::{FeatureDecl, ParamDecl, RoleDecl, SiteFile, Str},
     ports,
 };
 
@@ -52,8 +52,14 @@ pub(super) struct Catalog {
 }
 
 impl Catalog {
-    pub(super) fn build(sink: &mut Sink, products: &[Product]) -> Self {
+    pub(super) fn build(
+        sink: &mut Sink,
+        products: &[Product],
+        site_src: &SourceFile,
+        site: &SiteFile,
+    ) -> Self {
         let mut catalog = Self::default();
+        catalog.add_site_roles(site_src, site);
         for p in products {
             for (name, decl) in &p.file.roles {
                 catalog.add_role(sink, &p.src, name, decl.get_ref());
@@ -69,10 +75,39 @@ impl Catalog {
         catalog
     }
 
+    /// The site's own roles: every `site.*` name it maps in `[roles]` (no product may declare
+    /// such a name). They are managed: a machine in one may run portguard, and site rules may
+    /// be enforced on it.
+    fn add_site_roles(&mut self, src: &SourceFile, site: &SiteFile) {
+        for (name, _) in &site.roles {
+            let id = name.get_ref();
+            if !id.starts_with(SITE_ROLE_PREFIX) || self.roles.contains_key(id) {
+                continue;
+            }
+            self.roles.insert(
+                id.clone(),
+                RoleEntry {
+                    alias_of: None,
+                    managed: true,
+                    description: "a role of this site (site file)".to_owned(),
+                    loc: src.loc(&name.span()),
+                    alias_loc: None,
+                },
+            );
+        }
+    }
+
     /// Records a role; a name declared by several files must be declared the same way.
     fn add_role(&mut self, sink: &mut Sink, src: &SourceFile, name: &Str, decl: &RoleDecl) {
         let id = name.get_ref();
         let loc = src.loc(&name.span());
+        if id.starts_with(SITE_ROLE_PREFIX) {
+            sink.error(
+                &loc,
+                format!("`{id}`: role names starting with `{SITE_ROLE_PREFIX}` belong to site files"),
+            );
+            return;
+        }
         if id == ANY || (id == HOST && decl.alias_of.is_some()) {
             sink.error(
                 &loc,

@@ -17,6 +17,63 @@ const DOUBTFUL_RULES: &[&str] = &["RHV-H3", "RHV-H4"];
 /// `veeam-19000-reverse`): they open ports the documents disagree about.
 const DOUBTFUL_FEATURE_WORDS: &[&str] = &["compat", "reverse"];
 
+/// Enabled rules enforced on this site's hosts that admit a role the site gives no addresses.
+/// For a managed role (the Manager, another hypervisor, a storage node: machines the host must
+/// hear from) that is an error: the hosts would refuse it, and a host the Manager cannot reach
+/// is declared non-responsive and fenced. For a client role it is a warning: those rules stay
+/// inactive until the role is mapped. `at` is where the site maps roles.
+pub(super) fn unmapped_sources(sink: &mut Sink, policy: &Policy, at: &Loc) {
+    let site_hosts: BTreeSet<&str> = match &policy.host.roles {
+        Some(roles) => roles.iter().map(String::as_str).collect(),
+        None => policy
+            .roles
+            .values()
+            .filter(|r| r.managed && !r.sources.is_empty())
+            .map(|r| r.id.as_str())
+            .collect(),
+    };
+    let mut missing: BTreeMap<&str, Vec<&Rule>> = BTreeMap::new();
+    for rule in policy.rules.iter().filter(|r| r.enabled) {
+        let here = rule
+            .to
+            .iter()
+            .any(|t| t == HOST || site_hosts.contains(t.as_str()));
+        if !here {
+            continue;
+        }
+        for from in &rule.from {
+            if policy.roles.get(from).is_some_and(|r| r.sources.is_empty()) {
+                missing.entry(from).or_default().push(rule);
+            }
+        }
+    }
+    for (role, rules) in missing {
+        let list = rules
+            .iter()
+            .map(|r| format!("{} ({}:{})", r.id, r.origin.file.display(), r.origin.line))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if policy.roles[role].managed {
+            sink.error(
+                at,
+                format!(
+                    "managed role `{role}` has no addresses, but enabled rules enforced on this \
+                     site's hosts admit it: {list}; those hosts would refuse it (map `{role}` in \
+                     [roles], or switch those rules' features off)"
+                ),
+            );
+        } else {
+            sink.warn(
+                at,
+                format!(
+                    "role `{role}` has no addresses: {list} stay inactive on this site (map it \
+                     in [roles], or switch those rules' features off)"
+                ),
+            );
+        }
+    }
+}
+
 /// A site role no enabled rule names: a typo'd feature list, or a leftover.
 pub(super) fn unused_roles(sink: &mut Sink, rules: &[Rule], site: &BTreeMap<String, SiteRole>) {
     let used: BTreeSet<&str> = rules

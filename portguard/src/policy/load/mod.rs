@@ -8,7 +8,10 @@
 //! the doubtful-but-valid findings (any sources, unused roles, shadowed rules, documented
 //! contradictions switched on) become `Policy::warnings`.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use super::{
     Policy,
@@ -16,6 +19,7 @@ use super::{
     files::{self, ProductFile, SiteFile},
 };
 
+mod access;
 mod catalog;
 mod lint;
 mod rules;
@@ -30,6 +34,10 @@ const ESSENTIALS: &str = "essentials";
 pub(super) const ANY: &str = "any";
 /// Built-in destination role: every managed host.
 pub(super) const HOST: &str = "host";
+/// Roles of the site's own, declared by mapping them in `[roles]`.
+pub(super) const SITE_ROLE_PREFIX: &str = "site.";
+/// The product name of site rules.
+pub(super) const SITE_PRODUCT: &str = "site";
 
 /// Reads and validates a site file and the product files it lists (from `policies_dir`,
 /// `<id>.toml`, plus `essentials.toml`), resolving roles, features and parameters.
@@ -38,12 +46,15 @@ pub(super) const HOST: &str = "host";
 /// sorted by file (site first, then products in load order) and position.
 pub fn load(site: &Path, policies_dir: &Path) -> Result<Policy, Diagnostics> {
     let mut sink = Sink::default();
-    let Some(site_src) = read_source(&mut sink, site, &Loc::start_of(site)) else {
+    let Some((site_src, site_file)) = read_site(&mut sink, site) else {
         return Err(sink.finish());
     };
-    let site_file = parse_site(&mut sink, &site_src);
     let products = load_products(&mut sink, &site_src, &site_file, policies_dir);
-    let catalog = Catalog::build(&mut sink, &products);
+    if sink.has_errors() && products.iter().any(|p| p.syntax_error) {
+        // A product file that does not parse would only add echoes of its syntax error.
+        return Err(sink.finish());
+    }
+    let catalog = Catalog::build(&mut sink, &products, &site_src, &site_file);
     let (features, feature_locs) =
         site::features_in_force(&mut sink, &catalog, &site_src, &site_file);
     let params = site::params_in_force(&mut sink, &catalog, &site_src, &site_file);
@@ -52,7 +63,7 @@ pub fn load(site: &Path, policies_dir: &Path) -> Result<Policy, Diagnostics> {
         params: &params,
         features: &features,
     };
-    let rules = rules::build_rules(&mut sink, &cx, &products);
+    let rules = rules::build_rules(&mut sink, &cx, &products, &site_src, &site_file);
     let site_roles = site::site_roles(&mut sink, &catalog, &site_src, &site_file);
     let host = site::host_settings(&mut sink, &catalog, &site_src, &site_file);
     let failsafe_ssh = site::failsafe(&mut sink, &site_src, &site_file);
@@ -74,31 +85,87 @@ pub fn load(site: &Path, policies_dir: &Path) -> Result<Policy, Diagnostics> {
         audit,
         warnings: Vec::new(),
     };
+    let roles_at = site_file
+        .roles
+        .first()
+        .map_or_else(|| Loc::start_of(site), |(name, _)| site_src.loc(&name.span()));
+    lint::unmapped_sources(&mut sink, &policy, &roles_at);
     lint::unused_roles(&mut sink, &policy.rules, &site_roles);
     lint::shadowed_rules(&mut sink, &policy.rules);
     lint::doubtful(&mut sink, &policy, &catalog, &feature_locs);
-    policy.warnings = sink.finish().0;
+    let diags = sink.finish();
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    policy.warnings = diags.0;
     Ok(policy)
 }
 
-/// Reads a file; an unreadable file is an error at `at` (the line that names it).
-fn read_source(sink: &mut Sink, path: &Path, at: &Loc) -> Option<SourceFile> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            sink.files.push(path.to_owned());
-            Some(SourceFile::new(path, text))
-        }
+/// Reads a policy file, refusing one that others than root could have changed; an unreadable
+/// file is an error at `at` (the line that names it).
+fn read_text(sink: &mut Sink, path: &Path, at: &Loc) -> Option<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
         Err(e) => {
             sink.error(at, format!("cannot read {}: {e}", path.display()));
-            None
+            return None;
         }
+    };
+    sink.files.push(path.to_owned());
+    if let Some(why) = access::unsafe_file(path) {
+        sink.error(&Loc::start_of(path), why);
     }
+    Some(text)
 }
 
-fn parse_site(sink: &mut Sink, src: &SourceFile) -> SiteFile {
-    let (site, errors) = files::read_site(&src.text);
-    sink.read_errors(src, errors);
-    site
+/// The drop-ins of a site file, `<stem>.d/*.toml` beside it, in name order.
+pub fn drop_ins(site: &Path) -> Vec<PathBuf> {
+    let Some(stem) = site.file_stem() else {
+        return Vec::new();
+    };
+    let mut name = stem.to_owned();
+    name.push(".d");
+    let dir = site.with_file_name(name);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// The site file and its drop-ins, read and merged into one (see [`SiteFile::merge`]), with
+/// one source whose spans reach into every file. `None` when the main file cannot be read or a
+/// file does not parse: nothing after that would be worth reporting.
+fn read_site(sink: &mut Sink, site: &Path) -> Option<(SourceFile, SiteFile)> {
+    let text = read_text(sink, site, &Loc::start_of(site))?;
+    if let Some(dir) = site.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Some(why) = access::unsafe_dir(dir)
+    {
+        sink.error(&Loc::start_of(site), why);
+    }
+    let mut src = SourceFile::new(site, text);
+    let (mut merged, errors) = files::read_site(&src.shifted());
+    let mut broken = sink.read_errors(&src, errors);
+    let layers = drop_ins(site);
+    if let Some(dir) = layers.first().and_then(|p| p.parent())
+        && let Some(why) = access::unsafe_dir(dir)
+    {
+        sink.error(&Loc::start_of(&layers[0]), why);
+    }
+    for path in layers {
+        let Some(text) = read_text(sink, &path, &Loc::start_of(&path)) else {
+            continue;
+        };
+        src.push(&path, text);
+        let (layer, errors) = files::read_site(&src.shifted());
+        broken |= sink.read_errors(&src, errors);
+        merged.merge(layer);
+    }
+    (!broken).then_some((src, merged))
 }
 
 // Product files: essentials, then what the site lists.
@@ -108,6 +175,8 @@ struct Product {
     id: String,
     src: SourceFile,
     file: ProductFile,
+    /// The file did not parse; its (only) error is reported.
+    syntax_error: bool,
 }
 
 /// Essentials, then every product the site lists, in site order.
@@ -194,9 +263,9 @@ fn known_products(dir: &Path) -> Vec<String> {
 
 /// Reads one product file and checks that its `[product] id` is its file stem.
 fn load_product(sink: &mut Sink, id: &str, path: &Path, at: &Loc) -> Option<Product> {
-    let src = read_source(sink, path, at)?;
-    let (file, errors) = files::read_product(&src.text);
-    sink.read_errors(&src, errors);
+    let src = SourceFile::new(path, read_text(sink, path, at)?);
+    let (file, errors) = files::read_product(&src.shifted());
+    let syntax_error = sink.read_errors(&src, errors);
     if let Some(header) = &file.header {
         let written = header.get_ref().id.get_ref();
         if written != id {
@@ -210,5 +279,6 @@ fn load_product(sink: &mut Sink, id: &str, path: &Path, at: &Loc) -> Option<Prod
         id: id.to_owned(),
         src,
         file,
+        syntax_error,
     })
 }

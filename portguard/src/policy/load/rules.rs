@@ -9,13 +9,13 @@ use std::{
 use toml::Spanned;
 
 use super::{
-    ANY, HOST, Product,
+    ANY, HOST, Product, SITE_PRODUCT,
     catalog::{Catalog, Resolved},
 };
 use crate::policy::{
-    Match, Origin, Proto, Rule,
+    Match, Origin as RuleOrigin, Proto, Rule,
     diag::{Loc, Sink, SourceFile, did_you_mean},
-    files::{ProtoSpec, RuleDecl, Str},
+    files::{ProtoSpec, RuleDecl, SiteFile, Str},
     ports::{self, ParamLookup},
 };
 
@@ -42,23 +42,61 @@ impl fmt::Display for Side {
     }
 }
 
-/// Every rule of every product, in evaluation order; ids must be unique across all of them.
-pub(super) fn build_rules(sink: &mut Sink, cx: &RuleCx<'_>, products: &[Product]) -> Vec<Rule> {
+/// Where a group of rules is written: a product file, or the site file and its drop-ins.
+struct Origin<'a> {
+    /// Product id, or [`SITE_PRODUCT`].
+    product: &'a str,
+    src: &'a SourceFile,
+    /// Site rules may leave out `to` (this host) and `doc` (their own file and line).
+    site: bool,
+}
+
+/// Every rule of every product, then the site's own, in evaluation order; ids must be unique
+/// across all of them.
+pub(super) fn build_rules(
+    sink: &mut Sink,
+    cx: &RuleCx<'_>,
+    products: &[Product],
+    site_src: &SourceFile,
+    site: &SiteFile,
+) -> Vec<Rule> {
+    let groups = products
+        .iter()
+        .map(|p| {
+            let from = Origin {
+                product: &p.id,
+                src: &p.src,
+                site: false,
+            };
+            (from, &p.file.rules)
+        })
+        .chain(std::iter::once((
+            Origin {
+                product: SITE_PRODUCT,
+                src: site_src,
+                site: true,
+            },
+            &site.rules,
+        )));
     let mut first_seen: HashMap<&str, Loc> = HashMap::new();
     let mut rules = Vec::new();
-    for product in products {
-        for decl in &product.file.rules {
+    for (origin, decls) in groups {
+        for decl in decls {
             let id = decl.get_ref().id.get_ref();
-            let at = product.src.loc(&decl.get_ref().id.span());
+            let at = origin.src.loc(&decl.get_ref().id.span());
             if let Some(first) = first_seen.get(id.as_str()) {
+                // Both places are wrong until one is renamed: say so at each.
                 let msg = format!(
-                    "duplicate rule id `{id}` (first at {first}): counters and audit records are keyed by rule id"
+                    "duplicate rule id `{id}`: also at {first} (counters and audit records are \
+                     keyed by rule id; site rules conventionally start with SITE-)"
                 );
                 sink.error(&at, msg);
+                let msg = format!("duplicate rule id `{id}`: also at {at}");
+                sink.error(first, msg);
             } else {
                 first_seen.insert(id, at);
             }
-            rules.extend(build_rule(sink, cx, product, decl));
+            rules.extend(build_rule(sink, cx, &origin, decl));
         }
     }
     rules
@@ -68,31 +106,48 @@ pub(super) fn build_rules(sink: &mut Sink, cx: &RuleCx<'_>, products: &[Product]
 fn build_rule(
     sink: &mut Sink,
     cx: &RuleCx<'_>,
-    product: &Product,
+    origin: &Origin<'_>,
     decl: &Spanned<RuleDecl>,
 ) -> Option<Rule> {
-    let src = &product.src;
+    let src = origin.src;
     let rule = decl.get_ref();
+    let at = src.loc(&decl.span());
     let from = rule_roles(sink, cx.catalog, src, &rule.from, Side::From);
-    let to = rule_roles(sink, cx.catalog, src, &rule.to, Side::To);
+    let to = match &rule.to {
+        Some(to) => rule_roles(sink, cx.catalog, src, to, Side::To),
+        None if origin.site => Some(vec![HOST.to_owned()]),
+        None => {
+            sink.error(&at, "missing field `to` (the roles the rule is enforced on)");
+            None
+        }
+    };
+    let doc = match &rule.doc {
+        Some(doc) => Some(doc.clone()),
+        None if origin.site => Some(format!("site rule, {at}")),
+        None => {
+            sink.error(&at, "missing field `doc` (the document and row the rule comes from)");
+            None
+        }
+    };
     let proto_match = rule_match(sink, cx, src, decl);
     let enabled = rule_enabled(sink, cx, src, &rule.when);
-    let ((protos, matches), from, to, enabled) = (proto_match?, from?, to?, enabled?);
+    let ((protos, matches), from, to, enabled, doc) =
+        (proto_match?, from?, to?, enabled?, doc?);
     Some(Rule {
         id: rule.id.get_ref().clone(),
-        product: product.id.clone(),
+        product: origin.product.to_owned(),
         from,
         to,
         protos,
         matches,
         purpose: rule.purpose.clone(),
-        doc: rule.doc.clone(),
+        doc,
         when: rule.when.iter().map(|w| w.get_ref().clone()).collect(),
         note: rule.note.clone(),
         enabled,
-        origin: Origin {
-            file: src.path.clone(),
-            line: src.loc(&decl.span()).line,
+        origin: RuleOrigin {
+            file: at.file,
+            line: at.line,
         },
     })
 }

@@ -91,7 +91,16 @@ pub(super) fn params_in_force(
         .iter()
         .map(|(name, p)| (name.clone(), p.default.clone()))
         .collect();
+    let mut set_at: BTreeMap<&str, Loc> = BTreeMap::new();
     for (name, value) in &site.params {
+        let at = src.loc(&name.span());
+        if let Some(first) = set_at.get(name.get_ref().as_str()) {
+            // A drop-in may add a param, not silently change one another file sets.
+            sink.error(&at, format!("param `{name}` is set again (first at {first})"));
+            sink.error(first, format!("param `{name}` is set again at {at}"));
+            continue;
+        }
+        set_at.insert(name.get_ref(), at);
         if !catalog.params.contains_key(name.get_ref()) {
             let hint = did_you_mean(name.get_ref(), catalog.params.keys().map(String::as_str));
             sink.error(
@@ -122,7 +131,8 @@ pub(super) struct SiteRole {
     pub(super) loc: Loc,
 }
 
-/// `[roles]`, by canonical id. A role may be mapped under its id or an alias, but only once.
+/// `[roles]`, by canonical id. A role may be mapped under its id or an alias, once per file;
+/// a drop-in that maps it again adds ranges to it.
 pub(super) fn site_roles(
     sink: &mut Sink,
     catalog: &Catalog,
@@ -137,7 +147,9 @@ pub(super) fn site_roles(
         let Some(id) = site_role_id(sink, catalog, &at, name.get_ref()) else {
             continue;
         };
-        if let Some((written, first)) = first_mapping.get(&id) {
+        if let Some((written, first)) = first_mapping.get(&id)
+            && first.file == at.file
+        {
             let msg = format!(
                 "role `{id}` is mapped twice: as `{written}` at {first} and as `{name}` here (an alias and its target are the same role); map it once"
             );
@@ -161,15 +173,28 @@ pub(super) fn site_roles(
                 format!("role `{name}` is mapped to any: every address counts as `{name}`"),
             );
         }
-        out.insert(
-            id,
-            SiteRole {
-                written: name.get_ref().clone(),
-                sources,
-                any,
-                loc: at,
-            },
-        );
+        match out.get_mut(&id) {
+            // A drop-in adds ranges to a role an earlier file maps.
+            Some(earlier) => {
+                for net in sources {
+                    if !earlier.sources.contains(&net) {
+                        earlier.sources.push(net);
+                    }
+                }
+                earlier.any |= any;
+            }
+            None => {
+                out.insert(
+                    id,
+                    SiteRole {
+                        written: name.get_ref().clone(),
+                        sources,
+                        any,
+                        loc: at,
+                    },
+                );
+            }
+        }
     }
     out
 }
