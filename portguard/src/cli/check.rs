@@ -23,19 +23,18 @@ pub(super) fn run(args: &PolicyArgs, opts: Options) -> anyhow::Result<ExitCode> 
     let dir = paths::policies_dir(args.policies.as_deref());
     let (valid, mut errors, warnings, summary) = match policy::load(&args.site, &dir) {
         Ok(p) => {
-            let mut errors = Vec::new();
             if let Some(cut) = crate::lockout::session_cut(&p, &[]) {
-                if opts.force {
-                    eprintln!("{}: warning (forced): {cut}", args.site.display());
-                } else {
-                    errors.push(whole_file(&args.site, cut));
+                if !opts.force {
+                    eprintln!("{}: error: {cut}", args.site.display());
+                    return Ok(ExitCode::from(EXIT_POLICY));
                 }
+                eprintln!("{}: warning (forced): {cut}", args.site.display());
             }
             let summary = serde_json::json!({
                 "products": p.products, "rules": p.rules.len(),
                 "enabled_rules": p.rules.iter().filter(|r| r.enabled).count(),
             });
-            (errors.is_empty(), errors, p.warnings, summary)
+            (true, Vec::new(), p.warnings, summary)
         }
         Err(diags) => {
             let (errors, warnings) = diags
@@ -46,9 +45,8 @@ pub(super) fn run(args: &PolicyArgs, opts: Options) -> anyhow::Result<ExitCode> 
         }
     };
     // Under --strict a warning is an error: same text, same place.
-    let (mut warnings, promoted): (Vec<Diagnostic>, Vec<Diagnostic>) = warnings
-        .into_iter()
-        .partition(|_| !opts.strict);
+    let (mut warnings, promoted): (Vec<Diagnostic>, Vec<Diagnostic>) =
+        warnings.into_iter().partition(|_| !opts.strict);
     errors.extend(promoted.into_iter().map(|d| Diagnostic {
         severity: Severity::Error,
         ..d
@@ -77,7 +75,11 @@ pub(super) fn run(args: &PolicyArgs, opts: Options) -> anyhow::Result<ExitCode> 
                 "{}: invalid ({} errors{})",
                 args.site.display(),
                 errors.len(),
-                if opts.strict { ", warnings counted as errors" } else { "" }
+                if opts.strict {
+                    ", warnings counted as errors"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -86,15 +88,4 @@ pub(super) fn run(args: &PolicyArgs, opts: Options) -> anyhow::Result<ExitCode> 
     } else {
         ExitCode::from(EXIT_POLICY)
     })
-}
-
-/// A problem with the site file as a whole, as a diagnostic at its first line.
-fn whole_file(site: &std::path::Path, message: String) -> Diagnostic {
-    Diagnostic {
-        severity: Severity::Error,
-        file: site.to_owned(),
-        line: 1,
-        col: 1,
-        message,
-    }
 }

@@ -75,8 +75,7 @@ pub const EXIT_USAGE: u8 = 2;
 fn exit_status(e: &anyhow::Error) -> u8 {
     let policy = e.chain().any(|c| {
         c.is::<policy::Diagnostics>()
-            || c
-                .downcast_ref::<crate::compile::CompileError>()
+            || c.downcast_ref::<crate::compile::CompileError>()
                 .is_some_and(crate::compile::CompileError::is_policy)
     });
     if policy { EXIT_POLICY } else { EXIT_USAGE }
@@ -90,7 +89,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             strict,
             force,
-        } => check::run(&policy, check::Options { json, strict, force }),
+        } => check::run(
+            &policy,
+            check::Options {
+                json,
+                strict,
+                force,
+            },
+        ),
         Command::Compile {
             policy,
             host,

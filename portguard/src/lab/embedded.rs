@@ -30,6 +30,10 @@ pub const PRODUCTS: &[(&str, &str)] = &[
         "kvmnet2.toml",
         include_str!("../../../policies/kvmnet2.toml"),
     ),
+    (
+        "proxmox-ve.toml",
+        include_str!("../../../policies/proxmox-ve.toml"),
+    ),
 ];
 
 /// Write the built-in product files into `dir` (created if needed).

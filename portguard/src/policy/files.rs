@@ -201,6 +201,9 @@ pub(crate) struct SiteFile {
     pub(crate) audit: AuditSection,
     /// Site-local rules.
     pub(crate) rules: Vec<Spanned<RuleDecl>>,
+    /// Features and rules whose "documented as doubtful" warnings the site has read and
+    /// accepts (so `check --strict` passes on a deliberate choice).
+    pub(crate) acknowledged: Vec<Str>,
 }
 
 impl SiteFile {
@@ -222,6 +225,7 @@ impl SiteFile {
             datapath,
             audit,
             rules,
+            acknowledged,
         } = later;
         let add_new = |to: &mut Vec<Str>, from: Vec<Str>| {
             for s in from {
@@ -233,6 +237,7 @@ impl SiteFile {
         add_new(&mut self.products, products);
         add_new(&mut self.features, features);
         add_new(&mut self.disabled_features, disabled_features);
+        add_new(&mut self.acknowledged, acknowledged);
         self.mode = mode.or(self.mode);
         self.roles.extend(roles);
         self.params.extend(params);
@@ -333,6 +338,7 @@ pub(crate) fn read_site(text: &str) -> (SiteFile, Vec<ReadError>) {
         "datapath",
         "audit",
         "rules",
+        "acknowledged",
     ];
     let mut r = Reader::default();
     let mut site = SiteFile::default();
@@ -355,6 +361,7 @@ pub(crate) fn read_site(text: &str) -> (SiteFile, Vec<ReadError>) {
             "datapath" => site.datapath = r.value(value).unwrap_or_default(),
             "audit" => site.audit = r.value(value).unwrap_or_default(),
             "rules" => site.rules = r.items(value),
+            "acknowledged" => site.acknowledged = r.value(value).unwrap_or_default(),
             other => r.unknown(&key, other, KEYS),
         }
     }
@@ -373,11 +380,10 @@ impl Reader {
     /// The top-level entries of a document, in file order (the toml map is sorted by key).
     fn document<'i>(&mut self, text: &'i str) -> Vec<(Key<'i>, Spanned<DeValue<'i>>)> {
         let (doc, errors) = DeTable::parse_recoverable(text);
-        self.errors
-            .extend(errors.into_iter().map(|e| ReadError {
-                syntax: true,
-                ..ReadError::from(e)
-            }));
+        self.errors.extend(errors.into_iter().map(|e| ReadError {
+            syntax: true,
+            ..ReadError::from(e)
+        }));
         let mut entries: Vec<_> = doc.into_inner().into_iter().collect();
         entries.sort_by_key(|(k, _)| k.span().start);
         entries

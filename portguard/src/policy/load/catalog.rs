@@ -104,7 +104,9 @@ impl Catalog {
         if id.starts_with(SITE_ROLE_PREFIX) {
             sink.error(
                 &loc,
-                format!("`{id}`: role names starting with `{SITE_ROLE_PREFIX}` belong to site files"),
+                format!(
+                    "`{id}`: role names starting with `{SITE_ROLE_PREFIX}` belong to site files"
+                ),
             );
             return;
         }

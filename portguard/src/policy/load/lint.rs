@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{ANY, HOST, catalog::Catalog, site::SiteRole};
 use crate::policy::{
     Match, Origin, Policy, Rule,
-    diag::{Loc, Sink},
+    diag::{Loc, Sink, SourceFile},
+    files::SiteFile,
     ports,
 };
 
@@ -149,15 +150,39 @@ fn origin_loc(origin: &Origin) -> Loc {
     }
 }
 
+/// `acknowledged` names a feature or rule: a typo there would silently keep a warning.
+pub(super) fn acknowledgements(
+    sink: &mut Sink,
+    src: &SourceFile,
+    site: &SiteFile,
+    policy: &Policy,
+    catalog: &Catalog,
+) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for name in &site.acknowledged {
+        let n = name.get_ref();
+        if catalog.features.contains_key(n) || policy.rules.iter().any(|r| &r.id == n) {
+            out.insert(n.clone());
+        } else {
+            sink.error(
+                &src.loc(&name.span()),
+                format!("`acknowledged` names `{n}`, which is neither a feature nor a rule id"),
+            );
+        }
+    }
+    out
+}
+
 /// Documented contradictions switched on: allowed, but worth a second look.
 pub(super) fn doubtful(
     sink: &mut Sink,
     policy: &Policy,
     catalog: &Catalog,
     switched_on: &BTreeMap<String, Loc>,
+    acknowledged: &BTreeSet<String>,
 ) {
     for name in &policy.features {
-        if !DOUBTFUL_FEATURE_WORDS.iter().any(|w| name.contains(w)) {
+        if !DOUBTFUL_FEATURE_WORDS.iter().any(|w| name.contains(w)) || acknowledged.contains(name) {
             continue;
         }
         let Some(decl) = catalog.features.get(name) else {
@@ -165,16 +190,15 @@ pub(super) fn doubtful(
         };
         let at = switched_on.get(name).unwrap_or(&decl.loc);
         let msg = format!(
-            "feature `{name}` is on: it admits traffic the documents contradict each other about ({})",
+            "feature `{name}` is on: it admits traffic the documents contradict each other about \
+             ({}); list it in `acknowledged` once you have decided to keep it",
             decl.description
         );
         sink.warn(at, msg);
     }
-    for rule in policy
-        .rules
-        .iter()
-        .filter(|r| r.enabled && DOUBTFUL_RULES.contains(&r.id.as_str()))
-    {
+    for rule in policy.rules.iter().filter(|r| {
+        r.enabled && DOUBTFUL_RULES.contains(&r.id.as_str()) && !acknowledged.contains(&r.id)
+    }) {
         let why = rule
             .note
             .as_deref()
@@ -182,7 +206,8 @@ pub(super) fn doubtful(
         sink.warn(
             &origin_loc(&rule.origin),
             format!(
-                "rule `{}` is enabled, but its direction is documented as doubtful: {why}",
+                "rule `{}` is enabled, but its direction is documented as doubtful: {why} (list \
+                 it in `acknowledged` once you have decided to keep it)",
                 rule.id
             ),
         );

@@ -85,14 +85,15 @@ pub fn load(site: &Path, policies_dir: &Path) -> Result<Policy, Diagnostics> {
         audit,
         warnings: Vec::new(),
     };
-    let roles_at = site_file
-        .roles
-        .first()
-        .map_or_else(|| Loc::start_of(site), |(name, _)| site_src.loc(&name.span()));
+    let roles_at = site_file.roles.first().map_or_else(
+        || Loc::start_of(site),
+        |(name, _)| site_src.loc(&name.span()),
+    );
     lint::unmapped_sources(&mut sink, &policy, &roles_at);
     lint::unused_roles(&mut sink, &policy.rules, &site_roles);
     lint::shadowed_rules(&mut sink, &policy.rules);
-    lint::doubtful(&mut sink, &policy, &catalog, &feature_locs);
+    let acknowledged = lint::acknowledgements(&mut sink, &site_src, &site_file, &policy, &catalog);
+    lint::doubtful(&mut sink, &policy, &catalog, &feature_locs, &acknowledged);
     let diags = sink.finish();
     if diags.has_errors() {
         return Err(diags);

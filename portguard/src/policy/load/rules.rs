@@ -117,7 +117,10 @@ fn build_rule(
         Some(to) => rule_roles(sink, cx.catalog, src, to, Side::To),
         None if origin.site => Some(vec![HOST.to_owned()]),
         None => {
-            sink.error(&at, "missing field `to` (the roles the rule is enforced on)");
+            sink.error(
+                &at,
+                "missing field `to` (the roles the rule is enforced on)",
+            );
             None
         }
     };
@@ -125,14 +128,16 @@ fn build_rule(
         Some(doc) => Some(doc.clone()),
         None if origin.site => Some(format!("site rule, {at}")),
         None => {
-            sink.error(&at, "missing field `doc` (the document and row the rule comes from)");
+            sink.error(
+                &at,
+                "missing field `doc` (the document and row the rule comes from)",
+            );
             None
         }
     };
     let proto_match = rule_match(sink, cx, src, decl);
     let enabled = rule_enabled(sink, cx, src, &rule.when);
-    let ((protos, matches), from, to, enabled, doc) =
-        (proto_match?, from?, to?, enabled?, doc?);
+    let ((protos, matches), from, to, enabled, doc) = (proto_match?, from?, to?, enabled?, doc?);
     Some(Rule {
         id: rule.id.get_ref().clone(),
         product: origin.product.to_owned(),

@@ -96,7 +96,10 @@ pub(super) fn params_in_force(
         let at = src.loc(&name.span());
         if let Some(first) = set_at.get(name.get_ref().as_str()) {
             // A drop-in may add a param, not silently change one another file sets.
-            sink.error(&at, format!("param `{name}` is set again (first at {first})"));
+            sink.error(
+                &at,
+                format!("param `{name}` is set again (first at {first})"),
+            );
             sink.error(first, format!("param `{name}` is set again at {at}"));
             continue;
         }
