@@ -4,7 +4,10 @@
 //! that is set up is checked in well under a second. Steps that reach a package registry run
 //! under a time limit, so a missing network ends in a clear error instead of a hang.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 
@@ -29,7 +32,19 @@ const PACKAGES: &[&str] = &[
     "util-linux",
     // `systemd-analyze verify` checks the unit file in the tests.
     "systemd",
+    // `promtool` checks and unit-tests the alert rules in packaging/prometheus (tests). The
+    // package's service is not started here (no systemd as PID 1; policy-rc.d in images).
+    "prometheus",
+    // Debian's python3 with venv, for the Ansible tools below.
+    "python3-venv",
 ];
+
+/// The venv holding ansible-core and ansible-lint for the role's tests (tests/tests/ansible.rs
+/// finds them here). A fixed path outside the work tree, so every checkout shares one.
+pub(crate) const CI_VENV: &str = "/opt/portguard-ci/venv";
+
+/// The pinned Python packages (every one, dependencies too).
+const CI_REQUIREMENTS: &str = "packaging/ansible/requirements-ci.txt";
 
 /// The rustup name under which the Debian toolchain is linked (portguard/build.rs uses it).
 const LINKED_TOOLCHAIN: &str = "portguard-bpf";
@@ -39,6 +54,7 @@ pub(crate) fn setup() -> anyhow::Result<()> {
     bpf_linker()?;
     linked_toolchain()?;
     bpffs()?;
+    ci_venv()?;
     Ok(())
 }
 
@@ -136,4 +152,55 @@ fn bpffs() -> anyhow::Result<()> {
         &["-t", "bpf", "bpf", "/sys/fs/bpf"],
         &[],
     )
+}
+
+/// ansible-core and ansible-lint from `PyPI`, at the versions `CI_REQUIREMENTS` pins, in a venv of
+/// Debian's python3 (the system's own packages stay untouched). The venv keeps a copy of the
+/// requirements it was made from: when it matches the file, there is nothing to do; when the
+/// pins change, the next setup installs the new ones.
+fn ci_venv() -> anyhow::Result<()> {
+    let wanted_path = workspace().join(CI_REQUIREMENTS);
+    let wanted = std::fs::read_to_string(&wanted_path)
+        .with_context(|| format!("reading {}", wanted_path.display()))?;
+    let venv = Path::new(CI_VENV);
+    let stamp = venv.join("portguard-requirements.txt");
+    let tools = ["bin/ansible-playbook", "bin/ansible-lint"];
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted)
+        && tools.iter().all(|t| venv.join(t).is_file())
+    {
+        return Ok(());
+    }
+    require_root(&format!("creating the Python venv {CI_VENV}"))?;
+    eprintln!("xtask setup: installing ansible-core and ansible-lint into {CI_VENV}");
+    if !venv.join("bin/python").is_file() {
+        with_timeout(
+            Duration::from_secs(120),
+            "/usr/bin/python3",
+            &["-m", "venv", CI_VENV],
+            &[],
+        )
+        .context("creating the venv (Debian's python3-venv)")?;
+    }
+    let pip = venv.join("bin/pip");
+    with_timeout(
+        Duration::from_secs(900),
+        &pip.display().to_string(),
+        &[
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--requirement",
+            &wanted_path.display().to_string(),
+        ],
+        &[],
+    )
+    .context("installing the pinned Python packages")?;
+    std::fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
 }
