@@ -37,7 +37,7 @@ fn scratch(name: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn every_verb_follows_one_exit_code_convention() {
+fn policy_verbs_follow_one_exit_code_convention() {
     let pol = policies();
     let pol = path(&pol);
     let good = policies().join("examples/lab.toml");
@@ -134,7 +134,11 @@ fn every_verb_follows_one_exit_code_convention() {
         1
     );
     assert_eq!(status(&["explain", "--site", good, "--proto", "tcp"]), 2);
+}
 
+#[test]
+fn verbs_without_a_daemon_or_its_files_fail_as_environment_errors() {
+    let dir = scratch("environment");
     // audit: a log that is not there is an error, an empty one is not.
     let log = dir.join("audit.jsonl");
     assert_eq!(status(&["audit", "--log", path(&log)]), 2);

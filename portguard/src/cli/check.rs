@@ -9,6 +9,7 @@ use crate::{
 };
 
 /// How `check` reports.
+#[derive(Clone, Copy)]
 pub(super) struct Options {
     /// Diagnostics as JSON.
     pub(super) json: bool,

@@ -120,6 +120,7 @@ fn read_text(sink: &mut Sink, path: &Path, at: &Loc) -> Option<String> {
 }
 
 /// The drop-ins of a site file, `<stem>.d/*.toml` beside it, in name order.
+#[must_use]
 pub fn drop_ins(site: &Path) -> Vec<PathBuf> {
     let Some(stem) = site.file_stem() else {
         return Vec::new();
