@@ -12,9 +12,10 @@
 //! never loops over rules or bitmap words.
 
 use crate::{
-    config::{Config, DROP, JUDGE},
+    config::{Config, DROP, PASS},
     maps::{
-        FragKey, LOCAL_BROADCAST, PORT_SPACE, SLOT_ICMP, SLOT_ICMPV6, SLOT_SCTP, SLOT_TCP, SLOT_UDP,
+        FragKey, FragVerdict, LOCAL_BROADCAST, PORT_SPACE, SLOT_ICMP, SLOT_ICMPV6, SLOT_IP_PROTO,
+        SLOT_SCTP, SLOT_TCP, SLOT_UDP,
     },
     packet::{Cast, Family, Frag, Kind, L4Kind, Packet, icmp_is_error, ipproto, tcp_flags},
     reason::Reason,
@@ -32,10 +33,17 @@ pub trait Env {
     fn port_class(&self, index: u32) -> u32;
     /// Decision table entry at `index`: rule slot + 1, or 0.
     fn decision(&self, index: u32) -> u32;
-    /// Rule slot that allowed the first fragment of this datagram.
+    /// Whether `mac` is one of this host's own interfaces' addresses: a frame sent to it goes
+    /// to the host's stack (a bridge hands frames for other addresses to its guests).
+    fn host_mac(&self, mac: &[u8; 6]) -> bool;
+    /// Whether the kernel, routing `p` as it arrived, would deliver it to this host (or drop
+    /// it) rather than forward it: the authority on addresses the local map does not hold yet
+    /// (an address added a moment ago, an address on `lo`, an `AnyIP` route).
+    fn fib_local(&self, p: &Packet) -> bool;
+    /// The verdict of the first fragment of this datagram ([`FragVerdict`]), if it passed.
     fn frag_get(&self, key: &FragKey) -> Option<u32>;
-    /// Remember that the first fragment of this datagram was allowed by rule `slot`.
-    fn frag_put(&self, key: &FragKey, slot: u32);
+    /// Remember the verdict of the first fragment of this datagram, which passed.
+    fn frag_put(&self, key: &FragKey, verdict: u32);
     /// Whether a connected socket of this host owns the flow of `p` (`p.src:sport` remote,
     /// `p.dst:dport` local): a TCP connection in any state but LISTEN (including `TIME_WAIT`
     /// and half-open request sockets), or a connected UDP socket. Listeners do not count: an
@@ -74,20 +82,31 @@ enum Dest {
     Foreign,
 }
 
-fn destination<E: Env>(env: &E, family: Family, dst: &[u8; 16]) -> Dest {
-    if let Some(kind) = env.local(family, dst) {
+/// Where `p` goes. The local map is the fast answer for the host's known addresses; for any
+/// other address the frame itself decides: addressed (at L2) to another station, it is a
+/// guest's; addressed to this host or to a group, the kernel's routing table decides, exactly as
+/// the stack will. So an address the map does not hold yet is judged, never passed as foreign.
+fn destination<E: Env>(env: &E, p: &Packet) -> Dest {
+    let dst = &p.dst;
+    if let Some(kind) = env.local(p.family, dst) {
         return if kind == LOCAL_BROADCAST {
             Dest::Broadcast
         } else {
             Dest::Local
         };
     }
-    let group = match family {
+    let group = match p.family {
         Family::V4 => dst[0] & 0xf0 == 0xe0 || dst[..4] == [0xff; 4],
         Family::V6 => dst[0] == 0xff,
     };
     if group {
-        Dest::Broadcast
+        return Dest::Broadcast;
+    }
+    if p.cast == Cast::Unicast && !env.host_mac(&p.dst_mac) {
+        return Dest::Foreign;
+    }
+    if env.fib_local(p) {
+        Dest::Local
     } else {
         Dest::Foreign
     }
@@ -133,6 +152,7 @@ pub fn port_index(p: &Packet) -> Option<u32> {
             };
             (slot, ((p.icmp_type as u32) << 8) | p.icmp_code as u32)
         }
+        (L4Kind::Other, proto) => (SLOT_IP_PROTO, proto as u32),
         _ => return None,
     };
     Some(slot * PORT_SPACE + key)
@@ -156,11 +176,6 @@ pub fn frag_key(p: &Packet) -> FragKey {
 }
 
 /// Decide one frame.
-#[expect(
-    clippy::collapsible_match,
-    reason = "the arm's pattern is about the packet, its body asks the kernel: kept apart so the \
-              costly socket lookup reads as the separate step it is"
-)]
 pub fn classify<E: Env>(env: &E, p: &Packet) -> Outcome {
     let cfg = env.config();
     match p.kind {
@@ -182,10 +197,7 @@ pub fn classify<E: Env>(env: &E, p: &Packet) -> Outcome {
                 Reason::Malformed
             };
             // A broken packet for a guest behind the bridge is the guest's business.
-            if p.dst_known
-                && p.cast == Cast::Unicast
-                && destination(env, p.family, &p.dst) == Dest::Foreign
-            {
+            if p.dst_known && p.cast == Cast::Unicast && destination(env, p) == Dest::Foreign {
                 return foreign(&cfg);
             }
             return Outcome::Deny { reason, hint: 0 };
@@ -193,16 +205,24 @@ pub fn classify<E: Env>(env: &E, p: &Packet) -> Outcome {
         Kind::Ip => {}
     }
 
-    match destination(env, p.family, &p.dst) {
+    match destination(env, p) {
         Dest::Foreign if !(cfg.not_for_host == DROP && dhcpv4_reply(p)) => return foreign(&cfg),
-        Dest::Broadcast if cfg.broadcast != JUDGE => return Outcome::Pass(Reason::BroadcastPassed),
+        Dest::Broadcast if cfg.broadcast == PASS => return Outcome::Pass(Reason::BroadcastPassed),
         Dest::Foreign | Dest::Broadcast | Dest::Local => {}
     }
 
-    // Later fragments carry no ports: they follow their first fragment's verdict.
+    // Later fragments carry no ports: they follow their first fragment's verdict, whatever
+    // passed it (a rule, or being the answer to the host's own request).
     if p.frag == Frag::Later {
         return match env.frag_get(&frag_key(p)) {
-            Some(slot) => Outcome::Allow { slot },
+            Some(v) if v & FragVerdict::PASSED == 0 => Outcome::Allow { slot: v },
+            Some(v) => Reason::from_u32(v & !FragVerdict::PASSED).map_or(
+                Outcome::Deny {
+                    reason: Reason::FragmentDropped,
+                    hint: 0,
+                },
+                Outcome::Pass,
+            ),
             None => Outcome::Deny {
                 reason: Reason::FragmentDropped,
                 hint: 0,
@@ -210,6 +230,27 @@ pub fn classify<E: Env>(env: &E, p: &Packet) -> Outcome {
         };
     }
 
+    let outcome = judge(env, p, &cfg);
+    if p.frag == Frag::First {
+        match outcome {
+            Outcome::Allow { slot } => env.frag_put(&frag_key(p), slot),
+            Outcome::Pass(reason) => {
+                env.frag_put(&frag_key(p), FragVerdict::PASSED | reason as u32);
+            }
+            Outcome::Deny { .. } => {}
+        }
+    }
+    outcome
+}
+
+/// The verdict on an IP packet for this host (or a group it is in): the first rule that
+/// admits it, else a reply to an exchange the host started, else denied with the reason.
+#[expect(
+    clippy::collapsible_match,
+    reason = "the arm's pattern is about the packet, its body asks the kernel: kept apart so the \
+              costly socket lookup reads as the separate step it is"
+)]
+fn judge<E: Env>(env: &E, p: &Packet, cfg: &Config) -> Outcome {
     let Some(port_idx) = port_index(p) else {
         return Outcome::Deny {
             reason: Reason::ProtoNotOpen,
@@ -221,11 +262,7 @@ pub fn classify<E: Env>(env: &E, p: &Packet) -> Outcome {
     if src_class != 0 && port_class != 0 {
         let rule = env.decision(src_class * cfg.port_classes + port_class);
         if rule != 0 {
-            let slot = rule - 1;
-            if p.frag == Frag::First {
-                env.frag_put(&frag_key(p), slot);
-            }
-            return Outcome::Allow { slot };
+            return Outcome::Allow { slot: rule - 1 };
         }
     }
 
@@ -246,7 +283,9 @@ pub fn classify<E: Env>(env: &E, p: &Packet) -> Outcome {
         _ => {}
     }
 
-    let reason = if port_class == 0 {
+    let reason = if port_class == 0 && p.l4 == L4Kind::Other {
+        Reason::ProtoNotOpen
+    } else if port_class == 0 {
         Reason::PortNotOpen
     } else if src_class == 0 {
         Reason::NoSourceRole

@@ -9,7 +9,8 @@ pub struct Config {
     pub policy_version: u64,
     /// [`MODE_ENFORCE`] or [`MODE_AUDIT`].
     pub mode: u32,
-    /// [`PASS`] or [`JUDGE`]: what happens to broadcast/multicast addressed to this host.
+    /// [`JUDGE`] (default) or [`PASS`]: what happens to broadcast/multicast addressed to this
+    /// host.
     pub broadcast: u32,
     /// [`PASS`] or [`DROP`]: non-IP ethertypes other than ARP.
     pub non_ip: u32,
@@ -24,6 +25,13 @@ pub struct Config {
     /// [`DIAG_OFF`] or [`DIAG_UNPARSED`]: the program's own diagnostic messages (aya-log).
     /// Off by default: logging costs a ring write per message, kept off the per-packet path.
     pub diagnostics: u32,
+    /// Frames with this ingress interface index are the daemon's self-test (through
+    /// `BPF_PROG_TEST_RUN`, whose frames arrive on loopback): judged like any frame, counted
+    /// only under [`crate::reason::Reason::SelfTest`], never audited. 0 = none (no real
+    /// interface has index 0; the daemon never attaches to loopback).
+    pub probe_ifindex: u32,
+    /// Explicit padding.
+    pub pad: u32,
 }
 
 /// Enforce: denied packets are dropped.
@@ -42,7 +50,7 @@ pub const DIAG_OFF: u32 = 0;
 /// Log every frame the parser gives up on (malformed, too deep), with its length and why.
 pub const DIAG_UNPARSED: u32 = 1;
 
-const _: () = assert!(size_of::<Config>() == 40);
+const _: () = assert!(size_of::<Config>() == 48);
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only integers, no implicit padding (asserted above).

@@ -23,7 +23,10 @@ pub const REASON_STATS: &str = "PG_REASON_STATS";
 pub const LOCAL_V4: &str = "PG_LOCAL_V4";
 /// State: this host's IPv6 addresses -> [`LOCAL_UNICAST`].
 pub const LOCAL_V6: &str = "PG_LOCAL_V6";
-/// State: first fragments that were allowed, [`FragKey`] -> rule slot.
+/// State: the MAC addresses of this host's own interfaces (frames the stack receives); the
+/// value is unused (1).
+pub const HOST_MACS: &str = "PG_HOST_MACS";
+/// State: first fragments that passed, [`FragKey`] -> their verdict ([`FragVerdict`]).
 pub const FRAGS: &str = "PG_FRAGS";
 /// State: UDP datagrams this host sent, [`UdpOutKey`] -> coarse time sent (ns), written by the
 /// egress program, read by the XDP program for replies to unconnected UDP sockets.
@@ -41,6 +44,8 @@ pub const MAX_PREFIXES: u32 = 262_144;
 pub const MAX_DECISIONS: u32 = 1 << 24;
 /// Local addresses per family.
 pub const MAX_LOCAL_ADDRS: u32 = 4096;
+/// MAC addresses of this host's interfaces.
+pub const MAX_HOST_MACS: u32 = 1024;
 /// First fragments remembered at once (LRU).
 pub const MAX_FRAGS: u32 = 65_536;
 /// Outbound UDP flows remembered at once (LRU).
@@ -54,7 +59,7 @@ pub const AUDIT_RING_BYTES: u32 = 1 << 20;
 /// Port-key space per protocol slot: 65536 ports, or `type << 8 | code` for ICMP.
 pub const PORT_SPACE: u32 = 65_536;
 /// Protocol slots of the `PORTS` table, in order.
-pub const PROTO_SLOTS: u32 = 5;
+pub const PROTO_SLOTS: u32 = 6;
 /// Slot of TCP in `PORTS`.
 pub const SLOT_TCP: u32 = 0;
 /// Slot of UDP in `PORTS`.
@@ -65,11 +70,23 @@ pub const SLOT_SCTP: u32 = 2;
 pub const SLOT_ICMP: u32 = 3;
 /// Slot of `ICMPv6` in `PORTS`.
 pub const SLOT_ICMPV6: u32 = 4;
+/// Slot of the other IP protocols in `PORTS`, keyed by protocol number (IGMP, VRRP, GRE...).
+pub const SLOT_IP_PROTO: u32 = 5;
 
 /// Value in `LOCAL_V4`/`LOCAL_V6`: a unicast address of this host.
 pub const LOCAL_UNICAST: u32 = 1;
 /// Value in `LOCAL_V4`: a directed broadcast address of one of this host's subnets.
 pub const LOCAL_BROADCAST: u32 = 2;
+
+/// The verdict of a datagram's first fragment, which its later fragments follow: a rule slot
+/// (below [`MAX_RULES`]), or [`FragVerdict::PASSED`] plus the discriminant of the reason it
+/// passed for (a reply to the host's own request, for example).
+pub struct FragVerdict;
+
+impl FragVerdict {
+    /// Marks a verdict that is a pass reason, not a rule slot.
+    pub const PASSED: u32 = 1 << 31;
+}
 
 /// Packets and bytes; per-CPU, summed by the reader.
 #[repr(C)]
@@ -99,6 +116,16 @@ pub struct FragKey {
     pub pad: [u8; 2],
 }
 
+/// A MAC address as a map key (padded to 8 bytes for the hash).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MacKey {
+    /// The address.
+    pub mac: [u8; 6],
+    /// Explicit padding.
+    pub pad: [u8; 2],
+}
+
 /// One UDP flow this host started, as the reply will show it (`remote:rport -> local:lport`).
 /// The local address is part of the key: on a bridge port, guests' datagrams leave through the
 /// same interface, and must not open the host's ports.
@@ -122,10 +149,11 @@ pub struct UdpOutKey {
 const _: () = assert!(size_of::<Counters>() == 16);
 const _: () = assert!(size_of::<UdpOutKey>() == 40);
 const _: () = assert!(size_of::<FragKey>() == 40);
+const _: () = assert!(size_of::<MacKey>() == 8);
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{Counters, FragKey, UdpOutKey};
+    use super::{Counters, FragKey, MacKey, UdpOutKey};
 
     // SAFETY: repr(C), only integers and byte arrays, no implicit padding (asserted above).
     unsafe impl aya::Pod for Counters {}
@@ -133,4 +161,6 @@ mod pod {
     unsafe impl aya::Pod for FragKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for UdpOutKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for MacKey {}
 }

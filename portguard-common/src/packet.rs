@@ -215,7 +215,7 @@ pub enum L4Kind {
     Ports = 1,
     /// ICMP or `ICMPv6`: `icmp_type`, `icmp_code`, and the `quote` of errors.
     Icmp = 2,
-    /// A protocol the policy cannot open (no ports to judge).
+    /// Another IP protocol (IGMP, VRRP, GRE...): judged by its protocol number alone.
     Other = 3,
 }
 
@@ -247,6 +247,9 @@ pub struct Packet {
     pub quote_lport: u16,
     /// Quoted flow: the remote's port.
     pub quote_rport: u16,
+    /// Destination MAC address: whether a frame for an unknown address is for this host's
+    /// stack at all (the bridge hands a guest's frames to the guest, not to the host).
+    pub dst_mac: [u8; 6],
     /// What was found.
     pub kind: Kind,
     /// Link-layer destination class.
@@ -271,6 +274,8 @@ pub struct Packet {
     pub has_quote: bool,
     /// Quoted flow's protocol.
     pub quote_proto: u8,
+    /// Explicit padding.
+    pub pad: [u8; 2],
 }
 
 impl Packet {
@@ -286,6 +291,7 @@ impl Packet {
         ethertype: 0,
         quote_lport: 0,
         quote_rport: 0,
+        dst_mac: [0; 6],
         kind: Kind::Malformed,
         cast: Cast::Unicast,
         family: Family::V4,
@@ -298,10 +304,11 @@ impl Packet {
         icmp_code: 0,
         has_quote: false,
         quote_proto: 0,
+        pad: [0; 2],
     };
 }
 
-const _: () = assert!(size_of::<Packet>() == 76);
+const _: () = assert!(size_of::<Packet>() == 84);
 
 /// Whether an ICMP(v6) type is an error that quotes the offending packet.
 #[must_use]

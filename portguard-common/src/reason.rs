@@ -39,10 +39,13 @@ pub enum Reason {
     NotForHostDropped = 14,
     /// More IPv6 extension headers or VLAN tags than the parser follows.
     TooDeep = 15,
+    // ---- neither ----
+    /// A frame of the daemon's self-test, judged like any other but counted only here.
+    SelfTest = 16,
 }
 
 /// Number of reasons; the size of the reason counter map.
-pub const REASON_COUNT: u32 = 16;
+pub const REASON_COUNT: u32 = 17;
 
 impl Reason {
     /// All reasons in counter-map order.
@@ -63,6 +66,7 @@ impl Reason {
         Reason::NonIpDropped,
         Reason::NotForHostDropped,
         Reason::TooDeep,
+        Reason::SelfTest,
     ];
 
     /// Whether packets with this reason are passed to the stack (in enforce mode).
@@ -91,6 +95,7 @@ impl Reason {
             Reason::NonIpDropped => "non-ip-dropped",
             Reason::NotForHostDropped => "not-for-host-dropped",
             Reason::TooDeep => "too-deep",
+            Reason::SelfTest => "self-test",
         }
     }
 

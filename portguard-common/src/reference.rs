@@ -8,6 +8,7 @@
 use std::{
     cell::RefCell,
     collections::{HashMap, HashSet},
+    vec::Vec,
 };
 
 use crate::{
@@ -34,7 +35,12 @@ pub struct RefEnv<'a> {
     pub local: HashMap<(Family, [u8; 16]), u32>,
     /// Connected sockets of this host.
     pub sockets: HashSet<OwnedFlow>,
-    /// Allowed first fragments.
+    /// MAC addresses of this host's interfaces.
+    pub host_macs: HashSet<[u8; 6]>,
+    /// Destinations the kernel would forward (prefix, length) rather than deliver or drop: the
+    /// routes of a host that routes. Empty: every address is the host's or nobody's.
+    pub forwarded: Vec<(Family, [u8; 16], u8)>,
+    /// First fragments that passed, with their verdicts.
     pub frags: RefCell<HashMap<FragKey, u32>>,
 }
 
@@ -73,6 +79,8 @@ impl<'a> RefEnv<'a> {
             lpm,
             local: HashMap::new(),
             sockets: HashSet::new(),
+            host_macs: HashSet::new(),
+            forwarded: Vec::new(),
             frags: RefCell::default(),
         }
     }
@@ -118,12 +126,23 @@ impl Env for RefEnv<'_> {
             .unwrap_or(0)
     }
 
+    fn host_mac(&self, mac: &[u8; 6]) -> bool {
+        self.host_macs.contains(mac)
+    }
+
+    fn fib_local(&self, p: &Packet) -> bool {
+        !self
+            .forwarded
+            .iter()
+            .any(|(f, net, len)| *f == p.family && mask(&p.dst, *len) == mask(net, *len))
+    }
+
     fn frag_get(&self, key: &FragKey) -> Option<u32> {
         self.frags.borrow().get(key).copied()
     }
 
-    fn frag_put(&self, key: &FragKey, slot: u32) {
-        self.frags.borrow_mut().insert(*key, slot);
+    fn frag_put(&self, key: &FragKey, verdict: u32) {
+        self.frags.borrow_mut().insert(*key, verdict);
     }
 
     fn owns_flow(&self, p: &Packet) -> bool {
@@ -169,7 +188,8 @@ pub fn parse(f: &[u8]) -> Packet {
     if f.len() < 6 {
         return p;
     }
-    p.cast = cast_of(&[f[0], f[1], f[2], f[3], f[4], f[5]]);
+    p.dst_mac = [f[0], f[1], f[2], f[3], f[4], f[5]];
+    p.cast = cast_of(&p.dst_mac);
     if f.len() < 14 {
         return p;
     }

@@ -39,6 +39,11 @@ fn diagnose(ctx: &XdpContext, reason: u32, len: u64) {
 pub(crate) fn act(ctx: &XdpContext, env: &XdpEnv<'_>, parsed: &Packet, outcome: Outcome) -> u32 {
     // SAFETY: helper available to XDP since 5.18 (the same kernels that have multi-buffer XDP).
     let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
+    if ctx.ingress_ifindex() as u32 == env.config.probe_ifindex {
+        // The daemon's self-test: the verdict is the program's, the counts are not the host's.
+        count(&REASON_STATS, Reason::SelfTest as u32, len);
+        return verdict(env, &outcome);
+    }
     match outcome {
         Outcome::Allow { slot } => {
             count(&RULE_STATS, slot, len);
@@ -63,6 +68,15 @@ pub(crate) fn act(ctx: &XdpContext, env: &XdpEnv<'_>, parsed: &Packet, outcome: 
                 XDP_DROP
             }
         }
+    }
+}
+
+/// The XDP action for `outcome` in the policy's mode.
+#[inline(always)]
+fn verdict(env: &XdpEnv<'_>, outcome: &Outcome) -> u32 {
+    match outcome {
+        Outcome::Deny { .. } if env.config.mode != MODE_AUDIT => XDP_DROP,
+        _ => XDP_PASS,
     }
 }
 

@@ -40,9 +40,10 @@ fn udp_out_key(ctx: &TcContext) -> Option<UdpOutKey> {
     let l4_off = match proto {
         ethertype::IPV4 => {
             let ip: [u8; ipv4::MIN_LEN] = ctx.load(eth::LEN).ok()?;
+            // A later fragment has no UDP header; a first one does (a large request).
             let frag = u16::from_be_bytes([ip[ipv4::FRAG], ip[ipv4::FRAG + 1]]);
-            let fragmented = frag & (ipv4::MF | ipv4::OFFSET_MASK) != 0;
-            if ip[ipv4::PROTO] != ipproto::UDP || fragmented {
+            let later = frag & ipv4::OFFSET_MASK != 0;
+            if ip[ipv4::PROTO] != ipproto::UDP || later {
                 return None;
             }
             key.family = 4;

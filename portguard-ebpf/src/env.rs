@@ -3,9 +3,14 @@
 use core::ptr;
 
 use aya_ebpf::{
-    bindings::{BPF_F_CURRENT_NETNS, bpf_sock, bpf_sock_tuple, xdp_md},
+    bindings::{
+        BPF_F_CURRENT_NETNS, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LKUP_RET_UNSUPP_LWT, bpf_fib_lookup, bpf_sock,
+        bpf_sock_tuple, xdp_md,
+    },
     helpers::generated::{
-        bpf_ktime_get_coarse_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp,
+        bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_sk_lookup_udp, bpf_sk_release,
+        bpf_skc_lookup_tcp,
     },
     maps::lpm_trie::Key,
     programs::XdpContext,
@@ -13,11 +18,17 @@ use aya_ebpf::{
 use portguard_common::{
     classify::Env,
     config::Config,
-    maps::{FragKey, UDP_OUT_TTL_NS, UdpOutKey},
+    maps::{FragKey, MacKey, UDP_OUT_TTL_NS, UdpOutKey},
     packet::{Family, Packet, ipproto},
 };
 
-use crate::maps::{CONFIG, DECISIONS, FRAGS, LOCAL_V4, LOCAL_V6, PORTS, SRC_V4, SRC_V6, UDP_OUT};
+use crate::maps::{
+    CONFIG, DECISIONS, FRAGS, HOST_MACS, LOCAL_V4, LOCAL_V6, PORTS, SRC_V4, SRC_V6, UDP_OUT,
+};
+
+/// `AF_INET` and `AF_INET6`, the families `bpf_fib_lookup` takes.
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 
 /// `TCP_LISTEN` in `bpf_sock.state` (`include/net/tcp_states.h`).
 const TCP_LISTEN: u32 = 10;
@@ -82,15 +93,30 @@ impl Env for XdpEnv<'_> {
     }
 
     #[inline(always)]
+    fn host_mac(&self, mac: &[u8; 6]) -> bool {
+        let key = MacKey {
+            mac: *mac,
+            pad: [0; 2],
+        };
+        // SAFETY: only the presence of the entry is read.
+        unsafe { HOST_MACS.get(&key).is_some() }
+    }
+
+    #[inline(always)]
+    fn fib_local(&self, p: &Packet) -> bool {
+        fib_local(self.ctx.ctx, p)
+    }
+
+    #[inline(always)]
     fn frag_get(&self, key: &FragKey) -> Option<u32> {
         // SAFETY: the value is a plain u32 copied out at once.
         unsafe { FRAGS.get(key).copied() }
     }
 
     #[inline(always)]
-    fn frag_put(&self, key: &FragKey, slot: u32) {
+    fn frag_put(&self, key: &FragKey, verdict: u32) {
         // A full LRU evicts the oldest datagram; its later fragments are then dropped and counted.
-        let _ = FRAGS.insert(key, &slot, 0);
+        let _ = FRAGS.insert(key, &verdict, 0);
     }
 
     #[inline(always)]
@@ -115,6 +141,58 @@ impl Env for XdpEnv<'_> {
             p.quote_proto,
         )
     }
+}
+
+/// Whether the kernel would deliver `p` to this host (or drop it) rather than forward it: asks
+/// the routing table through `bpf_fib_lookup` (4.18) as the packet's ingress interface. Only
+/// frames for this host's MACs (or for groups) whose address the local map does not know get
+/// here: routed traffic, an address added a moment ago, one on `lo`. Only a route the kernel
+/// would forward on counts as not local; every other answer (local, broadcast, no route,
+/// forwarding disabled on the interface: then the kernel forwards nothing) is judged by the
+/// rules. A BPF function of its own: rare, and its 64-byte parameter block stays off the
+/// common path's stack.
+#[inline(never)]
+fn fib_local(md: *mut xdp_md, p: &Packet) -> bool {
+    // SAFETY: an all-zero parameter block is valid; the fields used are filled in below.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    // SAFETY: reading the context's ingress interface index, a plain field.
+    params.ifindex = unsafe { (*md).ingress_ifindex };
+    params.l4_protocol = p.proto;
+    params.sport = p.sport.to_be();
+    params.dport = p.dport.to_be();
+    // SAFETY: writing the address members of the parameter union, by family.
+    unsafe {
+        match p.family {
+            Family::V4 => {
+                params.family = AF_INET;
+                params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(v4(&p.src));
+                params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(v4(&p.dst));
+            }
+            Family::V6 => {
+                params.family = AF_INET6;
+                params.__bindgen_anon_3.ipv6_src =
+                    core::mem::transmute::<[u8; 16], [u32; 4]>(p.src);
+                params.__bindgen_anon_4.ipv6_dst =
+                    core::mem::transmute::<[u8; 16], [u32; 4]>(p.dst);
+            }
+        }
+    }
+    // SAFETY: helper available to XDP since 4.18; params is a valid block of its size.
+    let rc = unsafe {
+        fib_lookup(
+            md.cast(),
+            &raw mut params,
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    !matches!(
+        u32::try_from(rc),
+        Ok(BPF_FIB_LKUP_RET_SUCCESS
+            | BPF_FIB_LKUP_RET_NO_NEIGH
+            | BPF_FIB_LKUP_RET_FRAG_NEEDED
+            | BPF_FIB_LKUP_RET_UNSUPP_LWT)
+    )
 }
 
 /// The lookup tuple of an incoming packet `remote:rport -> local:lport`, in network order.

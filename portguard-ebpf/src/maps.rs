@@ -11,8 +11,8 @@ use portguard_common::{
     config::Config,
     event::AuditState,
     maps::{
-        AUDIT_RING_BYTES, Counters, FragKey, MAX_FRAGS, MAX_LOCAL_ADDRS, MAX_PREFIXES, MAX_RULES,
-        MAX_UDP_OUT, PORT_SPACE, PROTO_SLOTS, UdpOutKey,
+        AUDIT_RING_BYTES, Counters, FragKey, MAX_FRAGS, MAX_HOST_MACS, MAX_LOCAL_ADDRS,
+        MAX_PREFIXES, MAX_RULES, MAX_UDP_OUT, MacKey, PORT_SPACE, PROTO_SLOTS, UdpOutKey,
     },
     reason::REASON_COUNT,
 };
@@ -49,6 +49,9 @@ pub(crate) static LOCAL_V4: HashMap<[u8; 4], u32> = HashMap::pinned(MAX_LOCAL_AD
 
 #[map(name = "PG_LOCAL_V6")]
 pub(crate) static LOCAL_V6: HashMap<[u8; 16], u32> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);
+
+#[map(name = "PG_HOST_MACS")]
+pub(crate) static HOST_MACS: HashMap<MacKey, u32> = HashMap::pinned(MAX_HOST_MACS, 0);
 
 #[map(name = "PG_FRAGS")]
 pub(crate) static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::pinned(MAX_FRAGS, 0);

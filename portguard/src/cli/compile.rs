@@ -67,13 +67,19 @@ fn builtin() -> Vec<(&'static str, &'static str)> {
             "per [datapath] non_ip (counter: non-ip-*)",
         ),
         (
-            "unicast to addresses not of this host (bridged VMs)",
+            "unicast to other stations' MACs (bridged VMs)",
             "per [datapath] not_for_host; with \"drop\", DHCPv4 offers (udp 67->68) to the \
              address being offered are still judged by the rules",
         ),
         (
+            "unicast to this host's MACs, address not known yet",
+            "the kernel's routing table decides: forwarded -> as above, else judged by the \
+             rules (an address added a moment ago, on lo, an AnyIP route)",
+        ),
+        (
             "broadcast / multicast",
-            "per [datapath] broadcast (counter: broadcast-passed)",
+            "judged by the rules (default), or [datapath] broadcast = \"pass\" (counter: \
+             broadcast-passed)",
         ),
         (
             "replies to this host's own connections and UDP",
@@ -85,8 +91,8 @@ fn builtin() -> Vec<(&'static str, &'static str)> {
             "pass (counter: icmp-error-own-flow)",
         ),
         (
-            "later fragments of an allowed first fragment",
-            "pass, counted on that rule",
+            "later fragments of a datagram whose first fragment passed",
+            "pass, counted as the first (its rule, or reply)",
         ),
     ]
 }
@@ -119,6 +125,7 @@ pub(super) fn matches(r: &HostRule) -> String {
                 None => format!("type {t}"),
             }
         }
+        Match::Protocol(n) => format!("{} ({n})", crate::policy::ip_protocol_name(*n)),
     }
 }
 

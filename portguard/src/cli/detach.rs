@@ -15,7 +15,13 @@ use crate::{
 };
 
 pub(super) fn run(args: &StateArgs) -> anyhow::Result<ExitCode> {
-    if let Some(state) = State::read(&args.run_dir)?
+    // The state file only says which daemon to stop: what is attached is read from the pins
+    // (the kernel's view), so a corrupt or missing state file never leaves a link behind.
+    let state = State::read(&args.run_dir).unwrap_or_else(|e| {
+        eprintln!("portguard: warning: {e}; detaching what is pinned anyway");
+        None
+    });
+    if let Some(state) = state
         && let Some(pid) = daemon_pid(&state)
     {
         // A running daemon would re-attach on the next netlink event: stop it first.

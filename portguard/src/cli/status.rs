@@ -18,7 +18,12 @@ pub(super) fn run(args: &StateArgs, json: bool, watch: Option<u64>) -> anyhow::R
             print!("{}", render(&report));
         }
         let Some(secs) = watch else {
-            return Ok(ExitCode::SUCCESS);
+            // Not enforcing what the site says is a verdict, like a denied flow for explain.
+            return Ok(if report.not_enforcing.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(super::EXIT_POLICY)
+            });
         };
         std::thread::sleep(Duration::from_secs(secs.max(1)));
         (report, prev) = report::build(&args.pin_dir, &args.run_dir, Some(&prev))?;
@@ -52,6 +57,18 @@ fn render(r: &Report) -> String {
         r.loaded_at.as_deref().unwrap_or("?"),
     );
     let _ = writeln!(out, "site {}  roles {}", r.site, r.roles.join(", "));
+    if r.not_enforcing.is_empty() {
+        let _ = writeln!(
+            out,
+            "enforcing as the site says (self-test {} passed)",
+            report::rfc3339(r.health.at).unwrap_or_default()
+        );
+    } else {
+        let _ = writeln!(out, "NOT ENFORCING AS THE SITE SAYS:");
+        for why in &r.not_enforcing {
+            let _ = writeln!(out, "  - {}", first_line(why));
+        }
+    }
     if r.interfaces.is_empty() {
         let _ = writeln!(out, "interfaces: none attached");
     }

@@ -24,7 +24,7 @@ pub struct Flow {
     pub proto: Proto,
     /// Source port (ports protocols).
     pub sport: u16,
-    /// Destination port, or for ICMP `type << 8 | code`.
+    /// Destination port, for ICMP `type << 8 | code`, for [`Proto::Ip`] the protocol number.
     pub dport: u16,
 }
 
@@ -43,6 +43,38 @@ fn wide(a: IpAddr) -> (Family, [u8; 16]) {
 /// the host's unicast addresses).
 #[must_use]
 pub fn decide(host: &HostPolicy, flow: &Flow) -> Outcome {
+    Decider::new(host).decide(flow)
+}
+
+/// Decides many flows on one host's tables, building the reference environment once.
+#[derive(Debug)]
+pub struct Decider<'a> {
+    env: RefEnv<'a>,
+}
+
+impl<'a> Decider<'a> {
+    /// A decider over `host`'s tables.
+    #[must_use]
+    pub fn new(host: &'a HostPolicy) -> Self {
+        Decider {
+            env: RefEnv::new(&host.tables),
+        }
+    }
+
+    /// The datapath's decision for `flow` (its destination counts as the host's).
+    #[must_use]
+    pub fn decide(&mut self, flow: &Flow) -> Outcome {
+        let packet = packet(flow);
+        self.env.local.clear();
+        self.env
+            .local
+            .insert((packet.family, packet.dst), LOCAL_UNICAST);
+        classify(&self.env, &packet)
+    }
+}
+
+/// The packet of a new flow towards the host.
+fn packet(flow: &Flow) -> Packet {
     let (family, src) = wide(flow.src);
     let (_, dst) = wide(flow.dst);
     let mut packet = Packet {
@@ -54,6 +86,11 @@ pub fn decide(host: &HostPolicy, flow: &Flow) -> Outcome {
         ..Packet::EMPTY
     };
     match flow.proto {
+        Proto::Ip => {
+            // A portless protocol: `dport` carries its number.
+            packet.proto = flow.dport as u8;
+            packet.l4 = L4Kind::Other;
+        }
         Proto::Icmp | Proto::Icmpv6 => {
             packet.proto = if family == Family::V4 {
                 ipproto::ICMP
@@ -77,7 +114,5 @@ pub fn decide(host: &HostPolicy, flow: &Flow) -> Outcome {
             packet.tcp_flags = if p == Proto::Tcp { tcp_flags::SYN } else { 0 };
         }
     }
-    let mut env = RefEnv::new(&host.tables);
-    env.local.insert((family, dst), LOCAL_UNICAST);
-    classify(&env, &packet)
+    packet
 }

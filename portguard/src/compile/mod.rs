@@ -129,6 +129,7 @@ pub fn version_of(t: &Tables) -> u64 {
         c.audit_rate,
         c.audit_burst,
         c.diagnostics,
+        c.probe_ifindex,
     ] {
         feed(&v.to_le_bytes());
     }

@@ -19,7 +19,7 @@ use portguard_common::{
     config::Config,
     maps::{
         MAX_DECISIONS, MAX_PREFIXES, MAX_RULES, PORT_SPACE, PROTO_SLOTS, SLOT_ICMP, SLOT_ICMPV6,
-        SLOT_SCTP, SLOT_TCP, SLOT_UDP,
+        SLOT_IP_PROTO, SLOT_SCTP, SLOT_TCP, SLOT_UDP,
     },
     tables::Tables,
 };
@@ -113,6 +113,7 @@ fn proto_slot(p: Proto) -> u32 {
         Proto::Sctp => SLOT_SCTP,
         Proto::Icmp => SLOT_ICMP,
         Proto::Icmpv6 => SLOT_ICMPV6,
+        Proto::Ip => SLOT_IP_PROTO,
     }
 }
 
@@ -141,6 +142,7 @@ fn key_ranges(m: &Match) -> Vec<(u32, u32)> {
             .iter()
             .map(|r| (u32::from(*r.start()) << 8, u32::from(*r.end()) << 8 | 0xff))
             .collect(),
+        Match::Protocol(n) => vec![(u32::from(*n), u32::from(*n))],
     }
 }
 

@@ -15,7 +15,7 @@ use crate::{
     audit,
     ebpf::{self, Datapath, counters, links},
     policy::{Mode, Policy},
-    state::{self, IfaceEntry, RuleEntry},
+    state::{self, IfaceEntry, RuleEntry, UnattachedEntry},
 };
 
 impl Daemon {
@@ -36,6 +36,17 @@ impl Daemon {
                 .map(|(name, _)| name.clone())
                 .collect()
         };
+        // Loopback carries no frame from the wire, and its index marks the self-test's frames.
+        let wanted: Vec<String> = wanted
+            .into_iter()
+            .filter(|i| {
+                let lo = i == "lo";
+                if lo {
+                    log::warn!("lo: never attached (nothing from the wire arrives there)");
+                }
+                !lo
+            })
+            .collect();
         self.waiting = wanted
             .iter()
             .filter(|i| !existing.contains(*i))
@@ -77,7 +88,10 @@ impl Daemon {
     pub(super) fn apply(&mut self, c: Compiled) -> Result<bool, DaemonError> {
         let targets = self.targets(&c.policy)?;
         let plan = Plan::new(&targets, &self.current()?, &c.version);
-        let addrs = crate::host::addresses().map_err(DaemonError::system("reading addresses"))?;
+        let view = host_view()?;
+        self.probes = probe_destination(&view)
+            .map(|dst| super::health::probes(&c.host, dst))
+            .unwrap_or_default();
         let mut ifaces: BTreeMap<String, IfaceEntry> = self
             .state
             .interfaces
@@ -92,12 +106,12 @@ impl Daemon {
             for slot in &c.fresh_slots {
                 counters::zero_rule(&self.opts.pin_dir, *slot)?;
             }
-            ebpf::sync_pinned_local_addrs(&self.opts.pin_dir, &addrs.unicast, &addrs.broadcast)?;
+            ebpf::sync_pinned_host(&self.opts.pin_dir, &view)?;
             switch_us = self.put_in_force(&mut dp, &c, &plan, &mut ifaces, &mut failures);
             // Dropping the datapath closes our handles only: the pins hold what is attached.
             drop(dp);
         } else {
-            ebpf::sync_pinned_local_addrs(&self.opts.pin_dir, &addrs.unicast, &addrs.broadcast)?;
+            ebpf::sync_pinned_host(&self.opts.pin_dir, &view)?;
             if !plan.adopt.is_empty() {
                 log::info!(
                     "adopted policy {} already in force on {}",
@@ -112,12 +126,28 @@ impl Daemon {
             log::info!("{name}: detached (no longer selected)");
         }
         let changed = plan.changes_policy();
+        self.state.unattached = self
+            .waiting
+            .iter()
+            .map(|name| UnattachedEntry {
+                name: name.clone(),
+                why: "no such interface yet".to_owned(),
+            })
+            .chain(failures.iter().map(|(name, why)| UnattachedEntry {
+                name: name.clone(),
+                why: why.clone(),
+            }))
+            .collect();
         self.record(&c, ifaces.into_values().collect(), changed, switch_us);
         if !failures.is_empty() {
             // What succeeded is in force and recorded; the rest is reported, not hidden.
             return Err(DaemonError::PartlyInForce {
                 version: c.version,
-                failures: failures.join("; "),
+                failures: failures
+                    .iter()
+                    .map(|(_, why)| why.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
             });
         }
         Ok(changed)
@@ -132,7 +162,7 @@ impl Daemon {
         c: &Compiled,
         plan: &Plan,
         ifaces: &mut BTreeMap<String, IfaceEntry>,
-        failures: &mut Vec<String>,
+        failures: &mut Vec<(String, String)>,
     ) -> u64 {
         let now = state::now_secs();
         let started = Instant::now();
@@ -140,7 +170,7 @@ impl Daemon {
             // One interface failing (its link went away under us) must not leave the
             // others unswitched, nor the state silent about what happened.
             if let Err(e) = links::switch(dp, &self.opts.pin_dir, name) {
-                failures.push(super::chain(&e));
+                failures.push((name.clone(), super::chain(&e)));
                 continue;
             }
             let e = ifaces.entry(name.clone()).or_insert_with(|| IfaceEntry {
@@ -159,7 +189,7 @@ impl Daemon {
             let mode = match links::attach(dp, &self.opts.pin_dir, name) {
                 Ok(mode) => mode,
                 Err(e) => {
-                    failures.push(super::chain(&e));
+                    failures.push((name.clone(), super::chain(&e)));
                     continue;
                 }
             };
@@ -256,7 +286,7 @@ impl Daemon {
     /// appeared, forget those that went away.
     pub(super) fn sync_interfaces(&mut self) -> Result<(), DaemonError> {
         let addrs = crate::host::addresses().map_err(DaemonError::system("reading addresses"))?;
-        ebpf::sync_pinned_local_addrs(&self.opts.pin_dir, &addrs.unicast, &addrs.broadcast)?;
+        self.refresh_host()?;
         let existing = existing_interfaces()?;
         let gone: Vec<String> = self
             .state
@@ -288,6 +318,41 @@ impl Daemon {
         }
         Ok(())
     }
+}
+
+impl Daemon {
+    /// Tell the datapath the host's addresses and MACs as the kernel has them now. Called on
+    /// every rtnetlink event at once (before the settle delay): the datapath asks the routing
+    /// table itself about addresses it does not know, so this keeps the fast path fast, and
+    /// an address removed stops counting as the host's.
+    pub(super) fn refresh_host(&self) -> Result<(), DaemonError> {
+        ebpf::sync_pinned_host(&self.opts.pin_dir, &host_view()?)?;
+        Ok(())
+    }
+}
+
+/// The address the self-test's frames go to: one of the host's own, IPv4 first, not loopback
+/// nor link-local (any would do for the program; these read best in messages).
+fn probe_destination(view: &ebpf::HostView) -> Option<std::net::IpAddr> {
+    let usable = |a: &&std::net::IpAddr| match a {
+        std::net::IpAddr::V4(v) => !v.is_loopback(),
+        std::net::IpAddr::V6(v) => !v.is_loopback() && v.segments()[0] & 0xffc0 != 0xfe80,
+    };
+    let mut candidates: Vec<&std::net::IpAddr> = view.unicast.iter().filter(usable).collect();
+    candidates.sort_by_key(|a| a.is_ipv6());
+    candidates.first().map(|a| **a)
+}
+
+/// The host's addresses (the local routing table) and the MACs its stack receives on.
+fn host_view() -> Result<ebpf::HostView, DaemonError> {
+    let addrs =
+        crate::host::addresses().map_err(DaemonError::system("reading the local routing table"))?;
+    let links = crate::host::links().map_err(DaemonError::system("listing links"))?;
+    Ok(ebpf::HostView {
+        unicast: addrs.unicast,
+        broadcast: addrs.broadcast,
+        macs: crate::host::host_macs(&links),
+    })
 }
 
 /// Names of the interfaces of this network namespace (`if_nameindex` asks the kernel over

@@ -54,6 +54,23 @@ pub enum DaemonError {
         #[source]
         source: io::Error,
     },
+    /// bpffs is missing and a bpffs mounted here would die with this process.
+    #[error(
+        "bpffs is not mounted at /sys/fs/bpf here, and this process runs in a mount namespace \
+         of its own (as under `ip netns exec`, which remounts /sys): a bpffs mounted here would \
+         vanish with it, taking the pinned XDP links and the enforcement along. Run portguard in \
+         the host's mount namespace (`nsenter --net=/run/netns/NAME portguard run ...`, or \
+         systemd's NetworkNamespacePath=), or mount bpffs at /sys/fs/bpf on the host first"
+    )]
+    PrivateBpffs,
+    /// A directory portguard keeps its pins or state in cannot be trusted.
+    #[error("refusing {path}: {why}; remove it and start again")]
+    UnsafeDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The state in the run directory could not be written.
     #[error(transparent)]
     State(#[from] StateError),

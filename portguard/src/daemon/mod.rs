@@ -11,6 +11,7 @@ mod apply;
 mod audit_task;
 pub mod datapath_log;
 mod error;
+mod health;
 pub mod metrics;
 pub mod netwatch;
 mod reconcile;
@@ -39,8 +40,11 @@ use trial::until;
 
 /// How often counters are sampled for rates and last-hit times.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
-/// Changes reported by netlink arrive in bursts; wait this long for the burst to end.
+/// Changes reported by netlink arrive in bursts; wait this long for the burst to end before
+/// attaching to new interfaces (the datapath's view of addresses is refreshed at once).
 const SETTLE: Duration = Duration::from_millis(200);
+/// The loopback interface's index, in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
 
 /// Everything `portguard run` was asked to do.
 #[derive(Clone, Debug)]
@@ -93,6 +97,8 @@ struct Daemon {
     audit: Option<audit::AuditConfig>,
     /// When the policy on trial reverts, if one is.
     trial_deadline: Option<Instant>,
+    /// The self-test's frames for the policy in force.
+    probes: Vec<health::ProbeFrame>,
 }
 
 /// Run the daemon until SIGTERM or SIGINT. Enforcement stays in place when it returns.
@@ -120,7 +126,8 @@ fn start(opts: Options) -> Result<Daemon, DaemonError> {
     let compiled = daemon.compile()?;
     let opts = &daemon.opts;
     system::ensure_pin_dir(&opts.pin_dir)?;
-    std::fs::create_dir_all(&opts.run_dir).map_err(DaemonError::dir("creating", &opts.run_dir))?;
+    // Only root (and the status group, when there is one) reads what is in force.
+    system::own_dir(&opts.run_dir, 0o700)?;
     if let Some(gid) = opts.status_group {
         state::share_with(&opts.run_dir, gid, 0o750)?;
     }
@@ -137,6 +144,7 @@ fn start(opts: Options) -> Result<Daemon, DaemonError> {
         }
         None => daemon.confirm(),
     }
+    daemon.check();
     Ok(daemon)
 }
 
@@ -197,12 +205,19 @@ async fn serve(opts: Options) -> Result<(), DaemonError> {
                 if let Err(e) = changed {
                     log::warn!("rtnetlink: {e}");
                 }
+                if let Err(e) = daemon.refresh_host() {
+                    log::error!("refreshing the host's addresses: {}", chain(&e));
+                }
                 tokio::time::sleep(SETTLE).await;
                 if let Err(e) = daemon.sync_interfaces() {
                     log::error!("re-syncing interfaces and addresses: {}", chain(&e));
                 }
             }
-            _ = ticks.tick() => daemon.sample(),
+            _ = ticks.tick() => {
+                daemon.sample();
+                daemon.check();
+                system::notify("WATCHDOG=1");
+            }
         }
     }
     system::notify("STOPPING=1");
@@ -268,6 +283,7 @@ impl Daemon {
             rule_ids: audit::RuleIds::default(),
             audit: None,
             trial_deadline: None,
+            probes: Vec::new(),
         }
     }
 
@@ -286,10 +302,13 @@ impl Daemon {
             .ok_or(DaemonError::Slots { rules: ids.len() })?;
         let selection = selection.with_slots(|id| assignment.slots[id]);
         let mut host = compile::build(&policy, selection)?;
+        // The self-test's frames come through BPF_PROG_TEST_RUN, on loopback: never a real
+        // frame's ingress, since portguard is never attached to lo.
+        host.tables.config.probe_ifindex = LOOPBACK_IFINDEX;
         if self.opts.datapath_log {
             host.tables.config.diagnostics = portguard_common::config::DIAG_UNPARSED;
-            host.tables.config.policy_version = compile::version_of(&host.tables);
         }
+        host.tables.config.policy_version = compile::version_of(&host.tables);
         let version = format!("{:016x}", host.tables.config.policy_version);
         if let Some(addr) = self.opts.metrics {
             warn_unopened_metrics(&host, addr);
@@ -369,6 +388,18 @@ impl Daemon {
             if p.exists() {
                 let _ = state::share_with(&p, gid, 0o640);
             }
+        }
+    }
+
+    /// The self-test, and a re-apply if it found something to repair (a link removed or
+    /// detached behind the daemon's back).
+    fn check(&mut self) {
+        if self.self_test() {
+            log::warn!("re-attaching what the self-test found detached");
+            if let Err(e) = self.compile().and_then(|c| self.apply(c)) {
+                log::error!("re-attaching: {}", chain(&e));
+            }
+            self.self_test();
         }
     }
 

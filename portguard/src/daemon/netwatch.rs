@@ -13,7 +13,9 @@ use tokio::io::unix::AsyncFd;
 
 const RTMGRP_LINK: u32 = 0x1;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
 
 /// A subscription to link and address changes of this network namespace.
 #[derive(Debug)]
@@ -40,7 +42,12 @@ impl NetWatch {
         // SAFETY: sockaddr_nl is plain data; zero is a valid start.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as u16;
-        addr.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+        // Routes too: the local table changes without an address event for AnyIP routes.
+        addr.nl_groups = RTMGRP_LINK
+            | RTMGRP_IPV4_IFADDR
+            | RTMGRP_IPV6_IFADDR
+            | RTMGRP_IPV4_ROUTE
+            | RTMGRP_IPV6_ROUTE;
         // SAFETY: valid socket and address of the size given.
         let rc = unsafe {
             libc::bind(

@@ -61,12 +61,21 @@ pub fn check_capabilities() -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Make sure `pin_dir` is on a mounted bpffs, mounting one at its parent's bpffs root
-/// (`/sys/fs/bpf`) if none is, and create it with mode 0700.
+/// Make sure `pin_dir` is on a mounted bpffs that outlives this process, mounting one at
+/// `/sys/fs/bpf` if none is there and this process shares the host's mount namespace, and
+/// create it with mode 0700, owned by us.
+///
+/// The pins are the enforcement: a bpffs that lives only in a mount namespace of this
+/// process's own (as under `ip netns exec`, which remounts /sys) would take the pinned links,
+/// and with them the XDP programs, along when the process ends. Refusing to start there is the
+/// only safe answer.
 pub fn ensure_pin_dir(pin_dir: &Path) -> Result<(), DaemonError> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let root = Path::new("/sys/fs/bpf");
     if pin_dir.starts_with(root) && fs_magic(root)? != BPF_FS_MAGIC {
+        if !in_host_mount_namespace() {
+            return Err(DaemonError::PrivateBpffs);
+        }
         let target = std::ffi::CString::new("/sys/fs/bpf").expect("literal");
         let fstype = std::ffi::CString::new("bpf").expect("literal");
         // SAFETY: valid NUL-terminated strings; no data argument.
@@ -86,10 +95,56 @@ pub fn ensure_pin_dir(pin_dir: &Path) -> Result<(), DaemonError> {
         }
         log::info!("mounted bpffs at /sys/fs/bpf");
     }
-    std::fs::create_dir_all(pin_dir).map_err(DaemonError::dir("creating", pin_dir))?;
-    std::fs::set_permissions(pin_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .map_err(DaemonError::dir("setting mode 0700 on", pin_dir))?;
-    Ok(())
+    own_dir(pin_dir, 0o700)
+}
+
+/// Whether this process shares PID 1's mount namespace (where a mount outlives it). Unknown
+/// (no access to PID 1's namespace link) counts as no.
+fn in_host_mount_namespace() -> bool {
+    let ns = |p: &str| std::fs::read_link(p).ok();
+    let mine = ns("/proc/self/ns/mnt");
+    mine.is_some() && mine == ns("/proc/1/ns/mnt")
+}
+
+/// Create `dir` (and its parents) with `mode`, or take an existing one over if it is safe to:
+/// a real directory (not a symlink) owned by this process's user. Where the parent is
+/// world-writable (a bpffs mounted 1777), a directory another user created first would let
+/// that user remove the pins inside it, and with them the enforcement.
+pub fn own_dir(dir: &Path, mode: u32) -> Result<(), DaemonError> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) => {
+            // SAFETY: geteuid has no failure mode.
+            let me = unsafe { libc::geteuid() };
+            if meta.file_type().is_symlink() || !meta.is_dir() {
+                return Err(DaemonError::UnsafeDir {
+                    path: dir.to_owned(),
+                    why: "it is not a directory (a symlink or a file stands there)".to_owned(),
+                });
+            }
+            if meta.uid() != me {
+                return Err(DaemonError::UnsafeDir {
+                    path: dir.to_owned(),
+                    why: format!(
+                        "it is owned by uid {}, not by this process's user {me}: someone \
+                         created it first",
+                        meta.uid()
+                    ),
+                });
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(dir)
+                .map_err(DaemonError::dir("creating", dir))?;
+        }
+        Err(e) => return Err(DaemonError::dir("inspecting", dir)(e)),
+    }
+    // Whatever the umask, and whatever a previous run left.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(DaemonError::dir("setting the mode of", dir))
 }
 
 fn fs_magic(path: &Path) -> Result<i64, DaemonError> {

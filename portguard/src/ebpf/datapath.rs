@@ -15,7 +15,7 @@ use aya::{
 };
 use portguard_common::{
     config::Config,
-    maps::{self, Counters, LOCAL_BROADCAST, LOCAL_UNICAST},
+    maps::{self, Counters, LOCAL_BROADCAST, LOCAL_UNICAST, MacKey},
     reason::Reason,
     tables::Tables,
 };
@@ -226,6 +226,15 @@ impl Datapath {
         set_local_addrs(&mut self.ebpf, unicast, broadcast)
     }
 
+    /// Replace the set of this host's own MAC addresses.
+    pub fn set_host_macs(&mut self, macs: &[[u8; 6]]) -> Result<(), DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(maps::HOST_MACS)
+            .ok_or(DatapathError::MissingMap(maps::HOST_MACS))?;
+        sync_hash(map, maps::HOST_MACS, &wanted_macs(macs))
+    }
+
     /// Counters of one rule slot, summed over CPUs.
     pub fn rule_counters(&self, slot: u32) -> Result<Counters, CountersError> {
         counters::rule(&self.ebpf, slot)
@@ -254,21 +263,48 @@ pub fn set_local_addrs(
     sync_hash(v6, maps::LOCAL_V6, &want6)
 }
 
-/// Replace the pinned local-address maps in `pin_dir`: what the daemon does when addresses
-/// change, without holding (or reloading) the program.
-pub fn sync_pinned_local_addrs(
-    pin_dir: &Path,
-    unicast: &[IpAddr],
-    broadcast: &[IpAddr],
-) -> Result<(), DatapathError> {
-    let (want4, want6) = wanted_addrs(unicast, broadcast);
+/// What the datapath is told about this host: its addresses and its MACs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostView {
+    /// Local unicast addresses.
+    pub unicast: Vec<IpAddr>,
+    /// IPv4 broadcast addresses.
+    pub broadcast: Vec<IpAddr>,
+    /// MACs whose frames reach the host's stack.
+    pub macs: Vec<[u8; 6]>,
+}
+
+/// Replace the pinned host maps in `pin_dir` (local addresses, host MACs): what the daemon does
+/// when addresses or links change, without holding (or reloading) the program. Entries are
+/// added before stale ones go, so an address of the host is never missing in between.
+pub fn sync_pinned_host(pin_dir: &Path, view: &HostView) -> Result<(), DatapathError> {
+    let (want4, want6) = wanted_addrs(&view.unicast, &view.broadcast);
     let open = |name: &'static str| {
         MapData::from_pin(pin_dir.join(name))
             .map(aya::maps::Map::HashMap)
             .map_err(map_err(name))
     };
     sync_hash(&mut open(maps::LOCAL_V4)?, maps::LOCAL_V4, &want4)?;
-    sync_hash(&mut open(maps::LOCAL_V6)?, maps::LOCAL_V6, &want6)
+    sync_hash(&mut open(maps::LOCAL_V6)?, maps::LOCAL_V6, &want6)?;
+    sync_hash(
+        &mut open(maps::HOST_MACS)?,
+        maps::HOST_MACS,
+        &wanted_macs(&view.macs),
+    )
+}
+
+fn wanted_macs(macs: &[[u8; 6]]) -> std::collections::HashMap<MacKey, u32> {
+    macs.iter()
+        .map(|m| {
+            (
+                MacKey {
+                    mac: *m,
+                    pad: [0; 2],
+                },
+                1,
+            )
+        })
+        .collect()
 }
 
 type Wanted4 = std::collections::HashMap<[u8; 4], u32>;

@@ -5,8 +5,9 @@
 pub mod counters;
 pub mod datapath;
 pub mod links;
+pub mod probe;
 
 pub use datapath::{
-    DROP_PROGRAM, Datapath, DatapathError, EGRESS_PROGRAM, NOOP_PROGRAM, PROGRAM, set_local_addrs,
-    sync_pinned_local_addrs,
+    DROP_PROGRAM, Datapath, DatapathError, EGRESS_PROGRAM, HostView, NOOP_PROGRAM, PROGRAM,
+    set_local_addrs, sync_pinned_host,
 };

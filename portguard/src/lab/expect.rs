@@ -31,6 +31,8 @@ pub enum L4 {
         /// Code.
         code: u8,
     },
+    /// A packet of another IP protocol (IGMP, VRRP...), by number.
+    Ip(u8),
 }
 
 impl L4 {
@@ -41,6 +43,7 @@ impl L4 {
             L4::Tcp(p) => format!("tcp/{p}"),
             L4::Udp(p) => format!("udp/{p}"),
             L4::Sctp(p) => format!("sctp/{p}"),
+            L4::Ip(n) => crate::policy::ip_protocol_name(n),
             L4::Icmp { ty, code } => {
                 let name = if family == Family::V4 {
                     "icmp"
@@ -63,6 +66,7 @@ impl L4 {
             L4::Sctp(_) => ipproto::SCTP,
             L4::Icmp { .. } if family == Family::V4 => ipproto::ICMP,
             L4::Icmp { .. } => ipproto::ICMPV6,
+            L4::Ip(n) => n,
         }
     }
 }
@@ -264,6 +268,7 @@ impl<'a> Judge<'a> {
                     packet.quote_lport = q.lport;
                 }
             }
+            L4::Ip(_) => packet.l4 = L4Kind::Other,
         }
         let mut env = RefEnv::new(&self.hp.tables);
         for a in &self.local {

@@ -381,6 +381,7 @@ impl<'a> Runner<'a> {
             L4::Udp(port) => self.udp_in(&leg, port)?,
             L4::Sctp(port) => self.sctp_in(&leg, port)?,
             L4::Icmp { ty, code } => self.icmp_in(&leg, ty, code)?,
+            L4::Ip(proto) => self.ip_in(&leg, proto)?,
         };
         row.delivered = delivered;
         row.moved = moved;
@@ -438,6 +439,28 @@ impl<'a> Runner<'a> {
 
     /// An SCTP INIT from a raw socket. A raw socket receives every packet of its protocol, so
     /// its arrival is visible on the receiver whether or not that kernel has SCTP.
+    /// A packet of another IP protocol (IGMP, VRRP...) with a payload of the lab's own: a raw
+    /// socket of that protocol on the receiver gets a copy before the protocol's own handler
+    /// looks at it, so delivery shows whatever the payload means to that handler.
+    fn ip_in(&self, leg: &Leg, proto: u8) -> Result<Measured, LabError> {
+        let family = leg.family;
+        let rx = in_ns(&leg.dst_ns, move || Raw::new(family, proto))?.map_err(failed(format!(
+            "raw socket of IP protocol {proto} on the receiver"
+        )))?;
+        let tx = in_ns(&leg.src_ns, move || Raw::new(family, proto))?.map_err(failed(format!(
+            "raw socket of IP protocol {proto} on the sender"
+        )))?;
+        tx.bind(leg.src)?;
+        self.observer.measure(|| {
+            tx.send_to(wire::LAB_PAYLOAD, leg.dst)?;
+            Ok(Some(
+                rx.wait_for(Instant::now() + leg.wait, |p, from| {
+                    from == leg.src && p == wire::LAB_PAYLOAD
+                })?,
+            ))
+        })
+    }
+
     fn sctp_in(&self, leg: &Leg, port: u16) -> Result<Measured, LabError> {
         let family = leg.family;
         let rx = in_ns(&leg.dst_ns, move || Raw::new(family, ipproto::SCTP))?

@@ -231,6 +231,8 @@ pub(super) fn families(proto: Proto) -> &'static [Family] {
         Proto::Tcp | Proto::Udp | Proto::Sctp => &[Family::V4, Family::V6],
         Proto::Icmp => &[Family::V4],
         Proto::Icmpv6 => &[Family::V6],
+        // IGMP is IPv4's; IPv6 does the same with ICMPv6 (MLD). The others run over both.
+        Proto::Ip => &[Family::V4, Family::V6],
     }
 }
 
@@ -269,6 +271,7 @@ pub(super) fn l4_candidates(proto: Proto, m: &Match) -> Vec<L4> {
                 }
             }
         }
+        Match::Protocol(n) => out.push(L4::Ip(*n)),
     }
     out
 }

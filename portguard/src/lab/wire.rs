@@ -244,6 +244,11 @@ pub fn crc32c(data: &[u8]) -> u32 {
     !crc
 }
 
+/// The payload of the lab's packets of portless IP protocols: recognisable, and meaningless to
+/// the protocols' own handlers (an IGMP message of an unknown type, a VRRP packet of a wrong
+/// version), which drop it after the raw socket has its copy.
+pub const LAB_PAYLOAD: &[u8] = b"\xffportguard-lab\0";
+
 /// An SCTP packet holding one INIT chunk from `sport` to `dport`.
 #[must_use]
 pub fn sctp_init(sport: u16, dport: u16) -> Vec<u8> {

@@ -91,6 +91,35 @@ pub(crate) enum ProtoSpec {
     TcpUdp,
     Icmp,
     Icmpv6,
+    Igmp,
+    Gre,
+    Esp,
+    Ah,
+    Ospf,
+    Pim,
+    Vrrp,
+}
+
+impl ProtoSpec {
+    /// The IP protocol number of a portless protocol (IGMP, VRRP...), `None` for the others.
+    pub(crate) fn ip_protocol(self) -> Option<u8> {
+        let name = match self {
+            Self::Igmp => "igmp",
+            Self::Gre => "gre",
+            Self::Esp => "esp",
+            Self::Ah => "ah",
+            Self::Ospf => "ospf",
+            Self::Pim => "pim",
+            Self::Vrrp => "vrrp",
+            Self::Tcp | Self::Udp | Self::Sctp | Self::TcpUdp | Self::Icmp | Self::Icmpv6 => {
+                return None;
+            }
+        };
+        super::IP_PROTOCOLS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
 }
 
 /// `[[rules]]`, in a product file or a site file (where `to` defaults to `host` and `doc` to

@@ -45,6 +45,8 @@ pub enum Proto {
     Icmp,
     /// `ICMPv6`.
     Icmpv6,
+    /// Another IP protocol, by number ([`Match::Protocol`]): IGMP, VRRP, GRE...
+    Ip,
 }
 
 /// What a rule opens: ports for TCP/UDP/SCTP, types (and optionally one code) for ICMP.
@@ -60,6 +62,29 @@ pub enum Match {
         /// Code, when the rule names one.
         code: Option<u8>,
     },
+    /// An IP protocol number, for [`Proto::Ip`] (no ports, no types).
+    Protocol(u8),
+}
+
+/// IP protocols a rule may name with `proto = "<name>"`, beside tcp, udp, sctp and ICMP:
+/// what hosts of a cluster exchange without ports (RFC 1700 / IANA numbers).
+pub const IP_PROTOCOLS: &[(&str, u8)] = &[
+    ("igmp", 2),
+    ("gre", 47),
+    ("esp", 50),
+    ("ah", 51),
+    ("ospf", 89),
+    ("pim", 103),
+    ("vrrp", 112),
+];
+
+/// The name of IP protocol `n` in [`IP_PROTOCOLS`], else its number.
+#[must_use]
+pub fn ip_protocol_name(n: u8) -> String {
+    IP_PROTOCOLS
+        .iter()
+        .find(|(_, v)| *v == n)
+        .map_or_else(|| n.to_string(), |(name, _)| (*name).to_owned())
 }
 
 /// Where something was written: for messages and `compile`/`explain` output.

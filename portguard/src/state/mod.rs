@@ -9,6 +9,7 @@
 use std::{
     collections::BTreeMap,
     io::Write as _,
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -155,6 +156,70 @@ pub struct State {
     /// Group allowed to read the state, counter samples and audit log (`run --status-group`).
     #[serde(default)]
     pub status_group: Option<u32>,
+    /// The daemon's last self-test of what the kernel enforces.
+    #[serde(default)]
+    pub health: HealthEntry,
+    /// Interfaces selected but not attached (missing, or refused), with why.
+    #[serde(default)]
+    pub unattached: Vec<UnattachedEntry>,
+}
+
+/// The daemon's last self-test: every selected interface runs the program in force, and that
+/// program drops and passes what the policy says (frames pushed through `BPF_PROG_TEST_RUN`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthEntry {
+    /// Whether every check passed. False until the first self-test ran.
+    pub ok: bool,
+    /// Unix time (seconds) of the last self-test; 0 = none yet.
+    pub at: u64,
+    /// What failed, one line each.
+    pub problems: Vec<String>,
+    /// Self-tests run since the daemon started.
+    pub runs: u64,
+    /// Self-tests that found a problem since the daemon started.
+    pub failures: u64,
+}
+
+/// An interface the site selects that runs no program of this policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnattachedEntry {
+    /// Interface name.
+    pub name: String,
+    /// Why it is not attached.
+    pub why: String,
+}
+
+impl State {
+    /// Why the host is not enforcing what the site says, if it is not: what `status` exits 1
+    /// for and the metrics report as unhealthy.
+    #[must_use]
+    pub fn not_enforcing(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .unattached
+            .iter()
+            .map(|u| format!("{}: not attached ({})", u.name, u.why))
+            .collect();
+        if let Some(e) = &self.reload.error {
+            out.push(format!("the last reload failed: {e}"));
+        }
+        if let Some(t) = &self.trial {
+            out.push(format!(
+                "policy {} is on trial (reverts to {} unless confirmed)",
+                self.policy_version, t.previous_version
+            ));
+        }
+        if self.health.at == 0 {
+            out.push("no self-test has run yet".to_owned());
+        } else if !self.health.ok {
+            out.extend(
+                self.health
+                    .problems
+                    .iter()
+                    .map(|p| format!("self-test: {p}")),
+            );
+        }
+        out
+    }
 }
 
 impl State {
@@ -281,7 +346,16 @@ pub fn write_json_shared<T: Serialize>(
         .map_err(std::io::Error::from)
         .map_err(write_err(&tmp))?;
     bytes.push(b'\n');
-    let mut f = std::fs::File::create(&tmp).map_err(write_err(&tmp))?;
+    // Readable by root alone, whatever the umask, unless shared with the group below.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(write_err(&tmp))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(write_err(&tmp))?;
     f.write_all(&bytes)
         .and_then(|()| f.sync_all())
         .map_err(write_err(&tmp))?;
@@ -310,7 +384,6 @@ pub fn now_ms() -> u64 {
 /// Give `path` to group `gid` with `mode`: how `status` and `audit` become readable by a group
 /// of operators while the maps stay root's.
 pub fn share_with(path: &Path, gid: u32, mode: u32) -> Result<(), StateError> {
-    use std::os::unix::fs::PermissionsExt as _;
     std::os::unix::fs::chown(path, Some(0), Some(gid))
         .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
         .map_err(|source| StateError::Share {

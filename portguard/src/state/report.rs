@@ -11,7 +11,8 @@ use serde::Serialize;
 use portguard_common::{maps::MAX_RULES, reason::Reason};
 
 use super::{
-    IfaceEntry, ReloadEntry, SavedSample, State, StateError, TrialEntry, now_ms, now_secs,
+    HealthEntry, IfaceEntry, ReloadEntry, SavedSample, State, StateError, TrialEntry,
+    UnattachedEntry, now_ms, now_secs,
 };
 use crate::ebpf::counters::{self, CountersError, Sample};
 
@@ -102,6 +103,13 @@ pub struct Report {
     pub reload: ReloadEntry,
     /// The policy in force is on trial (`apply --confirm-within`).
     pub trial: Option<TrialEntry>,
+    /// The daemon's last self-test.
+    pub health: HealthEntry,
+    /// Interfaces the site selects that run no program of the policy.
+    pub unattached: Vec<UnattachedEntry>,
+    /// Why the host is not enforcing what the site says (empty: it is); `status` exits 1
+    /// when this is not empty.
+    pub not_enforcing: Vec<String>,
 }
 
 /// RFC 3339 form of a Unix time in seconds.
@@ -220,6 +228,24 @@ pub fn build(
             lost: sample.audit.lost,
         },
         trial: state.as_ref().and_then(|s| s.trial.clone()),
+        health: state.as_ref().map(|s| s.health.clone()).unwrap_or_default(),
+        unattached: state
+            .as_ref()
+            .map(|s| s.unattached.clone())
+            .unwrap_or_default(),
+        not_enforcing: match &state {
+            None => vec!["no daemon state: portguard has not put a policy in force".to_owned()],
+            Some(s) if s.daemon_pid().is_none() => {
+                let mut why = s.not_enforcing();
+                why.push(
+                    "the daemon is not running: the policy stays in force, but nothing checks \
+                     or repairs it"
+                        .to_owned(),
+                );
+                why
+            }
+            Some(s) => s.not_enforcing(),
+        },
         reload: state.map(|s| s.reload).unwrap_or_default(),
     };
     let now = Previous {
@@ -236,7 +262,11 @@ fn reasons(sample: &Sample) -> Vec<ReasonReport> {
             let c = sample.reason(*r);
             ReasonReport {
                 reason: r.name(),
-                verdict: if r.passes() { "pass" } else { "drop" },
+                verdict: match r {
+                    Reason::SelfTest => "test",
+                    r if r.passes() => "pass",
+                    _ => "drop",
+                },
                 packets: c.packets,
                 bytes: c.bytes,
             }

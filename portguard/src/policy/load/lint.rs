@@ -138,6 +138,7 @@ fn match_covers(outer: &Match, inner: &Match) -> bool {
                 code: ic,
             },
         ) => ports::covers(ot, it) && (oc.is_none() || oc == ic),
+        (Match::Protocol(o), Match::Protocol(i)) => o == i,
         _ => false,
     }
 }

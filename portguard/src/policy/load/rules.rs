@@ -212,19 +212,20 @@ fn rule_match(
 ) -> Option<(Vec<Proto>, Match)> {
     let lookup = |name: &str| cx.params.get(name).map(String::as_str);
     let proto = *decl.get_ref().proto.get_ref();
+    if let Some(number) = proto.ip_protocol() {
+        return protocol_match(sink, src, decl.get_ref(), number).map(|m| (vec![Proto::Ip], m));
+    }
     let matches = match proto {
         ProtoSpec::Icmp | ProtoSpec::Icmpv6 => icmp_match(sink, src, decl.get_ref(), &lookup),
-        ProtoSpec::Tcp | ProtoSpec::Udp | ProtoSpec::Sctp | ProtoSpec::TcpUdp => {
-            port_match(sink, src, decl, &lookup)
-        }
+        _ => port_match(sink, src, decl, &lookup),
     }?;
     let protos = match proto {
-        ProtoSpec::Tcp => vec![Proto::Tcp],
         ProtoSpec::Udp => vec![Proto::Udp],
         ProtoSpec::Sctp => vec![Proto::Sctp],
         ProtoSpec::TcpUdp => vec![Proto::Tcp, Proto::Udp],
         ProtoSpec::Icmp => vec![Proto::Icmp],
         ProtoSpec::Icmpv6 => vec![Proto::Icmpv6],
+        _ => vec![Proto::Tcp],
     };
     Some((protos, matches))
 }
@@ -308,6 +309,29 @@ fn icmp_match(
     ok.then_some(Match::Icmp { types, code })
 }
 
+/// A portless IP protocol (`proto = "igmp"`...): the protocol is the whole match.
+fn protocol_match(sink: &mut Sink, src: &SourceFile, rule: &RuleDecl, number: u8) -> Option<Match> {
+    let mut ok = true;
+    let fields = [
+        ("ports", rule.ports.as_ref().map(Spanned::span)),
+        ("icmp_type", rule.icmp_type.as_ref().map(Spanned::span)),
+        ("icmp_code", rule.icmp_code.as_ref().map(Spanned::span)),
+    ];
+    for (field, span) in fields {
+        if let Some(span) = span {
+            sink.error(
+                &src.loc(&span),
+                format!(
+                    "`{field}` on a {} rule: that protocol has no ports or types",
+                    proto_name(*rule.proto.get_ref())
+                ),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(Match::Protocol(number))
+}
+
 fn proto_name(proto: ProtoSpec) -> &'static str {
     match proto {
         ProtoSpec::Tcp => "tcp",
@@ -316,6 +340,13 @@ fn proto_name(proto: ProtoSpec) -> &'static str {
         ProtoSpec::TcpUdp => "tcp+udp",
         ProtoSpec::Icmp => "icmp",
         ProtoSpec::Icmpv6 => "icmpv6",
+        ProtoSpec::Igmp => "igmp",
+        ProtoSpec::Gre => "gre",
+        ProtoSpec::Esp => "esp",
+        ProtoSpec::Ah => "ah",
+        ProtoSpec::Ospf => "ospf",
+        ProtoSpec::Pim => "pim",
+        ProtoSpec::Vrrp => "vrrp",
     }
 }
 

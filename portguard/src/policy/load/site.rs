@@ -375,7 +375,9 @@ pub(super) fn mode(written: Option<ModeSpec>) -> Mode {
 
 pub(super) fn datapath_settings(d: &DatapathSection) -> DatapathSettings {
     DatapathSettings {
-        judge_broadcast: d.broadcast == Some(BroadcastSpec::Judge),
+        // Judged unless the site says otherwise: a service bound to the wildcard address
+        // answers broadcasts and multicasts too (mDNS, rpcbind, SNMP).
+        judge_broadcast: d.broadcast != Some(BroadcastSpec::Pass),
         drop_non_ip: d.non_ip == Some(PassDrop::Drop),
         drop_not_for_host: d.not_for_host == Some(PassDrop::Drop),
     }
