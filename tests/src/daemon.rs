@@ -23,8 +23,9 @@ use crate::{
 
 /// The CLI binary built by this crate from the code under test. Cargo builds a package's
 /// binaries before its integration tests and puts them one level above the test executables
-/// (`target/<profile>/deps/<test>` -> `target/<profile>/portguard-cli`); the benchmark driver
-/// is itself a binary, beside it.
+/// (`target/<profile>/deps/<test>` -> `target/<profile>/portguard-cli`). The benchmark driver
+/// (`portguard-bench`, another package) is a binary in `target/release/`, where
+/// `cargo xtask bench` builds this one first.
 #[must_use]
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -35,7 +36,7 @@ pub fn binary() -> PathBuf {
         .find(|b| b.exists())
         .unwrap_or_else(|| {
             panic!(
-                "portguard-cli missing beside {}: run through cargo (`cargo xtask test`)",
+                "portguard-cli missing beside {}: run through `cargo xtask test` or `cargo xtask bench`",
                 exe.display()
             )
         })

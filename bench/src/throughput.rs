@@ -45,7 +45,7 @@ use portguard::{
 };
 use portguard_common::reason::Reason;
 
-use super::{
+use crate::{
     datapath::{rhv_policy, slot_of},
     probe::{median, round3},
     report::{Report, table},

@@ -19,7 +19,7 @@ use portguard::{
 };
 use portguard_common::reason::Reason;
 
-use super::{
+use crate::{
     probe::{self, Case, Expect, Measured},
     report::{Report, table},
     sys,

@@ -17,7 +17,7 @@ use integration_tests::{
     net::Pair,
 };
 
-use super::report::{Report, table};
+use crate::report::{Report, table};
 
 const RELOADS: usize = 100;
 const GENEVE: u16 = 6081;
