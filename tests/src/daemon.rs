@@ -253,6 +253,13 @@ impl Daemon {
         self.child.as_ref().map(Child::id)
     }
 
+    /// SIGHUP the running daemon: a reload, without waiting for it.
+    pub fn sighup(&self) {
+        let pid = i32::try_from(self.pid().expect("daemon running")).expect("pid");
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+    }
+
     /// SIGKILL the daemon (a crash) and reap it.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -301,6 +308,13 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Geneve (udp/[`GENEVE`]) from the peer of `pair` to the protected side every `gap`: a
+    /// flow the RHV site of [`site`] allows whatever the reloads switch.
+    #[must_use]
+    pub fn geneve(pair: &Pair, gap: Duration) -> Self {
+        Stream::start(&pair.a, &pair.b, SocketAddr::new(pair.b4, GENEVE), gap)
+    }
+
     /// Send from `from` to `to` (a UDP port in `into`) every `gap`.
     #[must_use]
     pub fn start(from: &Netns, into: &Netns, to: SocketAddr, gap: Duration) -> Self {
@@ -374,6 +388,11 @@ impl Drop for Stream {
 // A site for the daemon tests: the peer of a `Pair` is both the RHV Manager and another RHV
 // host, so the RHV file opens udp/6081 (H12) and tcp/54321 (H10) to it; tcp/22 (H1) follows
 // the `rhv-host-ssh` feature, which is what tests switch.
+
+/// Geneve (OVN tunnels), udp/6081: RHV-H12 opens it to the peer of [`site`].
+pub const GENEVE: u16 = 6081;
+/// VDSM, tcp/54321: RHV-H10 opens it to the peer of [`site`].
+pub const VDSM: u16 = 54321;
 
 /// A site file for `pair`, in a directory of its own; `ssh` switches RHV-H1.
 #[must_use]
