@@ -23,12 +23,5 @@ pub(crate) fn bench(which: &str) -> anyhow::Result<()> {
         "--bin",
         "portguard-cli",
     ])?;
-    run::cargo(&[
-        "run",
-        "--release",
-        "-p",
-        "portguard-bench",
-        "--",
-        which,
-    ])
+    run::cargo(&["run", "--release", "-p", "portguard-bench", "--", which])
 }
