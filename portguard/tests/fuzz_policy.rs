@@ -12,8 +12,6 @@
 //! `PORTGUARD_FUZZ_CASE` (replay that one case), `PORTGUARD_FUZZ_SECS` (budget of the ignored
 //! campaign, default 120), `PORTGUARD_FUZZ_FAILURES` (where failing inputs go).
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -27,11 +25,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{repo, toml_files};
 use portguard::{
     compile,
     policy::{self, Diagnostic, Diagnostics, Policy},
 };
+
+use crate::common::{broken_fixtures, repo, toml_files};
 
 /// Cases of the campaign that runs with the tests.
 const TEST_CASES: u64 = 2_000;
@@ -104,14 +103,7 @@ fn settings() -> Vec<Setting> {
             products: shipped.clone(),
         })
         .collect();
-    let broken = repo().join("tests/fixtures/policies/broken");
-    let mut cases: Vec<PathBuf> = fs::read_dir(&broken)
-        .expect("fixtures")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
-    for case in cases {
+    for case in broken_fixtures() {
         let site = fs::read(case.join("site.toml")).expect("fixture site");
         let real = String::from_utf8_lossy(&site).contains("# policies: real");
         let mut products = if real {
@@ -700,7 +692,7 @@ fn save(dir: &Path, case: &Case, why: &str) -> PathBuf {
     }
     let _ = writeln!(
         info,
-        "replay: PORTGUARD_FUZZ_SEED={} PORTGUARD_FUZZ_CASE={} cargo test -p portguard --test fuzz_policy -- --ignored fuzz_campaign --nocapture",
+        "replay: PORTGUARD_FUZZ_SEED={} PORTGUARD_FUZZ_CASE={} cargo test -p portguard --test policy -- --ignored fuzz_campaign --nocapture",
         case.seed, case.index
     );
     let _ = writeln!(

@@ -3,11 +3,8 @@
 //! same flow from outside every role is denied. Then the counts and ports of each product file
 //! against the inventory in port-matrix.md §8.
 
-mod common;
-
 use std::{collections::BTreeSet, net::IpAddr};
 
-use common::policies;
 use ipnet::IpNet;
 use portguard::{
     compile::{
@@ -17,6 +14,8 @@ use portguard::{
     policy::{self, Match, Policy, Proto},
 };
 use portguard_common::classify::Outcome;
+
+use crate::common::policies;
 
 /// An address no example site maps to a role (198.19.255.0/24 and `2001:db8:ffff::/48`).
 fn outsider(v4: bool) -> IpAddr {
