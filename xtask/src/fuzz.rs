@@ -1,7 +1,7 @@
 //! `cargo xtask fuzz`: a bounded campaign of the policy fuzzer.
 //!
 //! The fuzzer is the ignored `fuzz_policy::fuzz_campaign` test of portguard's `policy` test
-//! binary (`portguard/tests/fuzz_policy.rs`): it builds with the toolchain the tests use (no
+//! binary (`portguard/tests/fuzz_policy/`): it builds with the toolchain the tests use (no
 //! cargo-fuzz, which needs a nightly with `rust-src`), and in the test profile, so integer
 //! overflow panics and is caught like any other panic. This task runs it for a time budget and
 //! keeps each failing input, with the seed and case that replay it, in `fuzz/failures/`.
