@@ -5,6 +5,9 @@
 //! Each test checks three things: the traffic that must work works, the traffic that must not
 //! work does not, and the counter that says why moved. A test that only checked connectivity
 //! would also pass with no program attached; the counters tie the result to the datapath.
+//!
+//! [`policy`] compiles the site files, [`attached`] loads and attaches the program and reads its
+//! counters, [`traffic`] makes the traffic; the tests are here.
 
 mod attached;
 mod policy;

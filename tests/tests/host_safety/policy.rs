@@ -24,6 +24,7 @@ pub(super) struct Compiled {
 }
 
 impl Compiled {
+    /// The counter slot of rule `id`; panics naming the rules in force when it is not one.
     pub(super) fn slot(&self, id: &str) -> u32 {
         *self
             .slots

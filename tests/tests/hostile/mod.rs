@@ -9,6 +9,9 @@
 //! another host's unicast, broadcast) and that the configuration allows.
 //!
 //! Replay a campaign with `PORTGUARD_SEED=<seed printed by the test>`.
+//!
+//! [`policy`] is what is open, [`corpus`] the cases and the verdicts they must get, [`oracle`]
+//! the independent reading and the invariant; the tests and the mutation campaign are here.
 
 mod corpus;
 mod oracle;
