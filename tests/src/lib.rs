@@ -1,5 +1,7 @@
-//! Harness for portguard's privileged tests: BPF pin directories, network namespaces and veth
-//! pairs that clean up after themselves (also when a test panics), and frame builders.
+//! Harness for portguard's privileged tests (the `integration` test binary) and its benchmarks
+//! (`bench/`): BPF pin directories, scratch directories, network namespaces and veth pairs that
+//! clean up after themselves (also when a test panics), frame builders, the test addresses and
+//! table rules, the two classifiers side by side, and the daemon runner.
 //!
 //! Every name is unique per process and call, so parallel tests and the remains of a crashed
 //! run never collide. Addresses come only from 198.18.0.0/15 and `2001:db8::/32`.
