@@ -140,6 +140,7 @@ pub fn links() -> io::Result<Vec<Link>> {
 
 /// The MAC addresses whose frames this host's stack receives (see [`Link::receives_for_host`]),
 /// without the all-zero address of `lo`.
+#[must_use]
 pub fn host_macs(links: &[Link]) -> Vec<[u8; 6]> {
     let mut macs: Vec<[u8; 6]> = links
         .iter()

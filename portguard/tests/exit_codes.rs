@@ -1,11 +1,9 @@
 //! One exit-code convention for every verb: 0 fine, 1 a policy or verdict problem, 2 a usage or
 //! environment error. Each verb is run as a user runs it, and its status compared.
 
-mod common;
-
 use std::{path::Path, process::Command};
 
-use common::policies;
+use super::common::policies;
 
 /// Run the CLI with `args`, outside any SSH session; its exit status.
 fn status(args: &[&str]) -> i32 {

@@ -3,13 +3,14 @@
 
 use std::process::Command;
 
+use crate::common::policies;
+
 fn check(ssh_connection: Option<&str>, force: bool) -> std::process::Output {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portguard"));
     cmd.args(["check", "--site"])
-        .arg(format!("{root}/policies/examples/lab.toml"))
+        .arg(policies().join("examples/lab.toml"))
         .arg("--policies")
-        .arg(format!("{root}/policies"))
+        .arg(policies())
         .env_remove("SSH_CONNECTION");
     if force {
         cmd.arg("--force");

@@ -2,15 +2,14 @@
 //! fixture must fail at the line it names, and a few semantics (aliases, warnings, defaults) are
 //! pinned on small scratch policies.
 
-mod common;
-
 use std::{
     fs,
     path::{Path, PathBuf},
 };
 
-use common::{policies, repo, toml_files};
 use portguard::policy::{self, Diagnostic, Diagnostics, Match, Mode, Policy, Proto, Severity};
+
+use crate::common::{broken_fixtures, policies, toml_files};
 
 fn load_example(name: &str) -> Policy {
     let site = policies().join("examples").join(name);
@@ -234,13 +233,7 @@ fn fixture_policies(case: &Path) -> PathBuf {
 
 #[test]
 fn every_broken_fixture_fails_where_it_says() {
-    let root = repo().join("tests/fixtures/policies/broken");
-    let mut cases: Vec<PathBuf> = fs::read_dir(&root)
-        .expect("fixtures")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
+    let cases = broken_fixtures();
     assert!(!cases.is_empty(), "no broken fixtures");
     let mut failures = Vec::new();
     for case in &cases {

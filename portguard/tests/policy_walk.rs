@@ -3,11 +3,8 @@
 //! same flow from outside every role is denied. Then the counts and ports of each product file
 //! against the inventory in port-matrix.md §8.
 
-mod common;
-
 use std::{collections::BTreeSet, net::IpAddr};
 
-use common::policies;
 use ipnet::IpNet;
 use portguard::{
     compile::{
@@ -17,6 +14,8 @@ use portguard::{
     policy::{self, Match, Policy, Proto},
 };
 use portguard_common::classify::Outcome;
+
+use crate::common::policies;
 
 /// An address no example site maps to a role (198.19.255.0/24 and `2001:db8:ffff::/48`).
 fn outsider(v4: bool) -> IpAddr {
@@ -52,6 +51,8 @@ fn key(m: &Match) -> u16 {
         Match::Icmp { types, code } => {
             u16::from(*types[0].start()) << 8 | u16::from(code.unwrap_or(0))
         }
+        // A portless protocol: flows carry its number where ports go.
+        Match::Protocol(n) => u16::from(*n),
     }
 }
 

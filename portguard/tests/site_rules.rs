@@ -2,8 +2,6 @@
 //! clash, managed roles left unmapped, one error per syntax error, files others could write,
 //! and every shipped example passing `check --strict`.
 
-mod common;
-
 use std::{
     fs,
     os::unix::fs::PermissionsExt as _,
@@ -11,7 +9,7 @@ use std::{
     process::Command,
 };
 
-use common::{policies, toml_files};
+use super::common::{policies, toml_files};
 use portguard::{
     compile::{self, flow::Flow},
     policy::{self, Diagnostics, Proto, Severity},

@@ -23,8 +23,9 @@ use crate::{
 
 /// The CLI binary built by this crate from the code under test. Cargo builds a package's
 /// binaries before its integration tests and puts them one level above the test executables
-/// (`target/<profile>/deps/<test>` -> `target/<profile>/portguard-cli`); the benchmark driver
-/// is itself a binary, beside it.
+/// (`target/<profile>/deps/<test>` -> `target/<profile>/portguard-cli`). The benchmark driver
+/// (`portguard-bench`, another package) is a binary in `target/release/`, where
+/// `cargo xtask bench` builds this one first.
 #[must_use]
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -35,7 +36,7 @@ pub fn binary() -> PathBuf {
         .find(|b| b.exists())
         .unwrap_or_else(|| {
             panic!(
-                "portguard-cli missing beside {}: run through cargo (`cargo xtask test`)",
+                "portguard-cli missing beside {}: run through `cargo xtask test` or `cargo xtask bench`",
                 exe.display()
             )
         })
@@ -207,12 +208,13 @@ impl Daemon {
             .expect("run portguard")
     }
 
-    /// `status --json`, parsed.
+    /// `status --json`, parsed. Exit 1 (the host not enforcing what the site says, e.g. with
+    /// the daemon stopped) still prints the report; only 2 is a failure of `status` itself.
     #[must_use]
     pub fn status(&self) -> serde_json::Value {
         let out = self.cli(&["status", "--json"]);
         assert!(
-            out.status.success(),
+            matches!(out.status.code(), Some(0 | 1)),
             "status: {}",
             String::from_utf8_lossy(&out.stderr)
         );
@@ -250,6 +252,13 @@ impl Daemon {
     #[must_use]
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGHUP the running daemon: a reload, without waiting for it.
+    pub fn sighup(&self) {
+        let pid = i32::try_from(self.pid().expect("daemon running")).expect("pid");
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
     }
 
     /// SIGKILL the daemon (a crash) and reap it.
@@ -300,6 +309,13 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Geneve (udp/[`GENEVE`]) from the peer of `pair` to the protected side every `gap`: a
+    /// flow the RHV site of [`site`] allows whatever the reloads switch.
+    #[must_use]
+    pub fn geneve(pair: &Pair, gap: Duration) -> Self {
+        Stream::start(&pair.a, &pair.b, SocketAddr::new(pair.b4, GENEVE), gap)
+    }
+
     /// Send from `from` to `to` (a UDP port in `into`) every `gap`.
     #[must_use]
     pub fn start(from: &Netns, into: &Netns, to: SocketAddr, gap: Duration) -> Self {
@@ -373,6 +389,11 @@ impl Drop for Stream {
 // A site for the daemon tests: the peer of a `Pair` is both the RHV Manager and another RHV
 // host, so the RHV file opens udp/6081 (H12) and tcp/54321 (H10) to it; tcp/22 (H1) follows
 // the `rhv-host-ssh` feature, which is what tests switch.
+
+/// Geneve (OVN tunnels), udp/6081: RHV-H12 opens it to the peer of [`site`].
+pub const GENEVE: u16 = 6081;
+/// VDSM, tcp/54321: RHV-H10 opens it to the peer of [`site`].
+pub const VDSM: u16 = 54321;
 
 /// A site file for `pair`, in a directory of its own; `ssh` switches RHV-H1.
 #[must_use]

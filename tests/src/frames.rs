@@ -16,7 +16,35 @@ pub enum L4 {
     Raw { proto: u8, bytes: Vec<u8> },
 }
 
+/// The source port of the segments and datagrams [`tcp`] and [`udp`] build.
+pub const SPORT: u16 = 40_000;
+
+/// A TCP SYN from [`SPORT`] to `dport`.
+#[must_use]
+pub fn tcp(dport: u16) -> L4 {
+    L4::syn(SPORT, dport)
+}
+
+/// A UDP datagram from [`SPORT`] to `dport`.
+#[must_use]
+pub fn udp(dport: u16) -> L4 {
+    L4::Udp {
+        sport: SPORT,
+        dport,
+    }
+}
+
 impl L4 {
+    /// A TCP SYN from `sport` to `dport`.
+    #[must_use]
+    pub fn syn(sport: u16, dport: u16) -> Self {
+        L4::Tcp {
+            sport,
+            dport,
+            flags: 0x02,
+        }
+    }
+
     fn proto(&self, v6: bool) -> u8 {
         match self {
             L4::Tcp { .. } => 6,

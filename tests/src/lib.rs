@@ -1,21 +1,32 @@
-//! Harness for portguard's privileged tests: BPF pin directories, network namespaces and veth
-//! pairs that clean up after themselves (also when a test panics), and frame builders.
+//! Harness for portguard's privileged tests (the `integration` test binary) and its benchmarks
+//! (`bench/`): BPF pin directories, scratch directories, network namespaces and veth pairs that
+//! clean up after themselves (also when a test panics), frame builders, the test addresses and
+//! table rules, the two classifiers side by side, and the daemon runner.
 //!
 //! Every name is unique per process and call, so parallel tests and the remains of a crashed
 //! run never collide. Addresses come only from 198.18.0.0/15 and `2001:db8::/32`.
 
+pub mod addrs;
 pub mod daemon;
 pub mod frames;
 pub mod net;
+pub mod rules;
 
 use std::{
+    net::IpAddr,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
 };
 
 use aya::programs::{TestRun, TestRunOptions};
 use portguard::ebpf::Datapath;
-use portguard_common::tables::Tables;
+use portguard_common::{
+    maps::{LOCAL_BROADCAST, LOCAL_UNICAST},
+    packet::Family,
+    reason::Reason,
+    reference::RefEnv,
+    tables::Tables,
+};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -41,6 +52,27 @@ pub fn seed(test: &str) -> u64 {
         });
     println!("{test} seed: {seed} (replay with PORTGUARD_SEED={seed})");
     seed
+}
+
+/// A scratch directory under the system's temporary directory, removed on drop (also when the
+/// test panics).
+#[derive(Debug)]
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A fresh directory named `<prefix><unique>`.
+    #[must_use]
+    pub fn new(prefix: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A directory in bpffs for one test's pinned state, removed on drop.
@@ -100,5 +132,58 @@ impl TestDp {
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         prog.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
+    }
+
+    /// Packets counted for reason `r`.
+    #[must_use]
+    pub fn reason(&self, r: Reason) -> u64 {
+        reason_packets(&self.dp, r)
+    }
+}
+
+/// Packets the datapath counted for reason `r`.
+#[must_use]
+pub fn reason_packets(dp: &Datapath, r: Reason) -> u64 {
+    dp.reason_counters()
+        .expect("reason counters")
+        .into_iter()
+        .find(|(x, _)| *x == r)
+        .expect("every reason has a counter")
+        .1
+        .packets
+}
+
+/// The two classifiers over the same tables and the same local addresses: the XDP program
+/// (through `BPF_PROG_TEST_RUN`) and the reference classifier, for tests that compare them.
+#[derive(Debug)]
+pub struct Twin<'t> {
+    /// The XDP program.
+    pub dp: TestDp,
+    /// The reference classifier.
+    pub env: RefEnv<'t>,
+}
+
+impl<'t> Twin<'t> {
+    /// Load both with `tables`; `unicast` and `broadcast` are the host's addresses.
+    #[must_use]
+    pub fn new(tables: &'t Tables, unicast: &[IpAddr], broadcast: &[IpAddr]) -> Self {
+        let mut dp = TestDp::new(tables);
+        dp.dp
+            .set_local_addrs(unicast, broadcast)
+            .expect("local addresses");
+        let mut env = RefEnv::new(tables);
+        let locals = unicast.iter().map(|a| (a, LOCAL_UNICAST));
+        for (addr, kind) in locals.chain(broadcast.iter().map(|a| (a, LOCAL_BROADCAST))) {
+            let key = match addr {
+                IpAddr::V4(a) => {
+                    let mut wide = [0u8; 16];
+                    wide[..4].copy_from_slice(&a.octets());
+                    (Family::V4, wide)
+                }
+                IpAddr::V6(a) => (Family::V6, a.octets()),
+            };
+            env.local.insert(key, kind);
+        }
+        Twin { dp, env }
     }
 }

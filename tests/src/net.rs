@@ -2,10 +2,11 @@
 
 use std::{
     fs::File,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr, UdpSocket},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     process::Command,
     thread,
+    time::Duration,
 };
 
 use aya::programs::{SchedClassifier, TcAttachType};
@@ -76,6 +77,18 @@ impl Netns {
         })
         .join()
         .expect("thread in namespace panicked")
+    }
+
+    /// The MAC address of `dev` in this namespace.
+    #[must_use]
+    pub fn mac(&self, dev: &str) -> [u8; 6] {
+        let out = self.output(&["cat", &format!("/sys/class/net/{dev}/address")]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut m = [0u8; 6];
+        for (i, part) in text.trim().split(':').enumerate().take(6) {
+            m[i] = u8::from_str_radix(part, 16).expect("hex MAC address");
+        }
+        m
     }
 
     /// Spawn `f` on a thread inside this namespace without waiting.
@@ -179,6 +192,31 @@ impl Pair {
             a6: format!("2001:db8:{subnet}::1").parse().expect("addr"),
             b6: format!("2001:db8:{subnet}::2").parse().expect("addr"),
         }
+    }
+}
+
+impl Pair {
+    /// Send `n` datagrams from the peer (its address of `to`'s family, port `from_port`, 0 for
+    /// any) to `to` on the protected side; how many arrived at a socket bound there, counted
+    /// until none has arrived for 300 ms.
+    #[must_use]
+    pub fn udp_delivered(&self, from_port: u16, to: SocketAddr, n: u32) -> u32 {
+        let rx = self.b.run(move || UdpSocket::bind(to).expect("bind"));
+        rx.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let from = SocketAddr::new(if to.is_ipv4() { self.a4 } else { self.a6 }, from_port);
+        self.a.run(move || {
+            let tx = UdpSocket::bind(from).expect("bind sender");
+            for i in 0..n {
+                tx.send_to(&i.to_be_bytes(), to).expect("send");
+            }
+        });
+        let mut got = 0;
+        let mut buf = [0u8; 16];
+        while rx.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        got
     }
 }
 

@@ -3,12 +3,12 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{SocketAddr, TcpListener, TcpStream},
     time::Duration,
 };
 
 use aya::programs::XdpMode;
-use integration_tests::{PinDir, net::Pair};
+use integration_tests::{PinDir, net::Pair, reason_packets};
 use portguard::{
     compile::tables::{TableRule, build},
     ebpf::Datapath,
@@ -74,30 +74,6 @@ fn connects(pair: &Pair, to: SocketAddr) -> bool {
     })
 }
 
-/// Send `n` datagrams from the peer to `to`; how many the protected side received.
-fn udp_received(pair: &Pair, to: SocketAddr, n: usize) -> usize {
-    let rx = pair.b.run(move || UdpSocket::bind(to).expect("bind udp"));
-    rx.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let from: SocketAddr = if to.is_ipv4() {
-        (pair.a4, 0).into()
-    } else {
-        (pair.a6, 0).into()
-    };
-    pair.a.run(move || {
-        let tx = UdpSocket::bind(from).unwrap();
-        for _ in 0..n {
-            tx.send_to(b"x", to).unwrap();
-        }
-    });
-    let mut got = 0;
-    let mut buf = [0u8; 16];
-    while rx.recv_from(&mut buf).is_ok() {
-        got += 1;
-    }
-    got
-}
-
 fn check_mode(mode: XdpMode, subnet: u8) {
     let pair = Pair::new(subnet, 1500);
     let pins = PinDir::new();
@@ -135,12 +111,12 @@ fn check_mode(mode: XdpMode, subnet: u8) {
         "{mode:?}: TCP to a closed port must not connect"
     );
     assert_eq!(
-        udp_received(&pair, (pair.b4, OPEN_UDP).into(), 20),
+        pair.udp_delivered(0, (pair.b4, OPEN_UDP).into(), 20),
         20,
         "{mode:?}: allowed UDP"
     );
     assert_eq!(
-        udp_received(&pair, (pair.b4, CLOSED_UDP).into(), 20),
+        pair.udp_delivered(0, (pair.b4, CLOSED_UDP).into(), 20),
         0,
         "{mode:?}: denied UDP"
     );
@@ -151,13 +127,7 @@ fn check_mode(mode: XdpMode, subnet: u8) {
         tcp >= 8,
         "{mode:?}: two connections' packets counted on the TCP rule, got {tcp}"
     );
-    let reasons = dp.reason_counters().unwrap();
-    let port_not_open = reasons
-        .iter()
-        .find(|(r, _)| *r == Reason::PortNotOpen)
-        .unwrap()
-        .1
-        .packets;
+    let port_not_open = reason_packets(&dp, Reason::PortNotOpen);
     // 20 datagrams plus the SYN and its retransmissions within the connect timeout.
     assert!(
         port_not_open >= 21,

@@ -5,19 +5,19 @@
 
 use std::{
     collections::HashMap,
-    fs,
     net::IpAddr,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use integration_tests::{
-    DROP, PASS, TestDp,
+    DROP, PASS, Scratch, TestDp,
+    addrs::{HOST4, HOST6, PEER4, PEER6, STRANGER4},
     frames::{Frame, L4},
     net::Netns,
-    unique,
+    rules::{echo_from_anywhere, ssh_from_peers},
 };
 use portguard::{
     audit::{
@@ -26,59 +26,17 @@ use portguard::{
         record::{FlowRecord, interface_name},
         totals_at,
     },
-    compile::tables::{TableRule, build},
-    policy::{Match, Proto},
+    compile::tables::build,
 };
 use portguard_common::config::{Config, MODE_AUDIT, MODE_ENFORCE};
-
-const HOST4: [u8; 4] = [198, 18, 0, 1];
-const PEER4: [u8; 4] = [198, 18, 1, 7];
-const STRANGER4: [u8; 4] = [198, 19, 200, 1];
-const HOST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const PEER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
 
 /// The reader's window in these tests: short, so records appear while the test waits.
 const WINDOW: Duration = Duration::from_millis(200);
 
-/// A scratch directory for the log, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(unique("pg-audit-"));
-        fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Slot 0: tcp/22 from `198.18.1.0/24` and `2001:db8:1::/48`; slot 1: icmp echo from anywhere
-/// (so every source has a role, and a stranger to tcp/22 is "source not allowed").
+/// Slot 0: tcp/22 from the peers' networks; slot 1: icmp echo from anywhere (so every source
+/// has a role, and a stranger to tcp/22 is "source not allowed").
 fn setup(mode: u32, rate: u32, burst: u32) -> TestDp {
-    let peers = ["198.18.1.0/24", "2001:db8:1::/48"];
-    let rule = |slot, sources: &[&str], protos: &[Proto], matches| TableRule {
-        slot,
-        sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
-        protos: protos.to_vec(),
-        matches,
-    };
-    let rules = [
-        rule(0, &peers, &[Proto::Tcp], Match::Ports(vec![22..=22])),
-        rule(
-            1,
-            &["0.0.0.0/0", "::/0"],
-            &[Proto::Icmp, Proto::Icmpv6],
-            Match::Icmp {
-                types: vec![8..=8, 128..=128],
-                code: None,
-            },
-        ),
-    ];
+    let rules = [ssh_from_peers(0), echo_from_anywhere(1)];
     let config = Config {
         mode,
         audit_rate: rate,
@@ -106,14 +64,6 @@ fn config(dir: &Path) -> AuditConfig {
         keep: 2,
         window: WINDOW,
         max_flows: 1000,
-    }
-}
-
-fn tcp(sport: u16, dport: u16) -> L4 {
-    L4::Tcp {
-        sport,
-        dport,
-        flags: 0x02,
     }
 }
 
@@ -161,25 +111,25 @@ fn find<'a>(flows: &'a [FlowRecord], src: &str, dport: u16) -> &'a FlowRecord {
 fn denied_flows_are_logged_with_their_fields_and_counts() {
     Netns::new().run(|| {
         let mut t = setup(MODE_ENFORCE, 1000, 1000);
-        let dir = Scratch::new();
+        let dir = Scratch::new("pg-audit-");
         let cfg = config(&dir.0);
         let path = cfg.path.clone();
         let started = unix_now();
         // Some events wait in the ring before the reader starts; it must drain them too.
         assert_eq!(
-            t.run(&Frame::v4(PEER4, HOST4, tcp(40_000, 23)).build()),
+            t.run(&Frame::v4(PEER4, HOST4, L4::syn(40_000, 23)).build()),
             DROP
         );
         with_reader(&mut t, cfg, |t| {
             for sport in [40_001, 40_002] {
                 assert_eq!(
-                    t.run(&Frame::v4(PEER4, HOST4, tcp(sport, 23)).build()),
+                    t.run(&Frame::v4(PEER4, HOST4, L4::syn(sport, 23)).build()),
                     DROP
                 );
             }
             for _ in 0..2 {
                 assert_eq!(
-                    t.run(&Frame::v4(STRANGER4, HOST4, tcp(50_000, 22)).build()),
+                    t.run(&Frame::v4(STRANGER4, HOST4, L4::syn(50_000, 22)).build()),
                     DROP
                 );
             }
@@ -241,18 +191,21 @@ fn denied_flows_are_logged_with_their_fields_and_counts() {
 fn audit_mode_passes_and_records_would_deny() {
     Netns::new().run(|| {
         let mut t = setup(MODE_AUDIT, 1000, 1000);
-        let dir = Scratch::new();
+        let dir = Scratch::new("pg-audit-");
         let cfg = config(&dir.0);
         let path = cfg.path.clone();
         with_reader(&mut t, cfg, |t| {
             for sport in 1..=4 {
                 assert_eq!(
-                    t.run(&Frame::v4(PEER4, HOST4, tcp(sport, 3389)).build()),
+                    t.run(&Frame::v4(PEER4, HOST4, L4::syn(sport, 3389)).build()),
                     PASS
                 );
             }
             // Allowed traffic is not an event.
-            assert_eq!(t.run(&Frame::v4(PEER4, HOST4, tcp(1, 22)).build()), PASS);
+            assert_eq!(
+                t.run(&Frame::v4(PEER4, HOST4, L4::syn(1, 22)).build()),
+                PASS
+            );
         });
         let flows = flows(&path);
         assert_eq!(flows.len(), 1, "{flows:#?}");
@@ -272,11 +225,11 @@ fn a_flood_is_rate_limited_and_every_denied_packet_accounted_for() {
     const BURST: u32 = 50;
     Netns::new().run(|| {
         let mut t = setup(MODE_ENFORCE, RATE, BURST);
-        let dir = Scratch::new();
+        let dir = Scratch::new("pg-audit-");
         let cfg = config(&dir.0);
         let path = cfg.path.clone();
         let pins = t.pins.0.clone();
-        let frame = Frame::v4(STRANGER4, HOST4, tcp(40_000, 3389)).build();
+        let frame = Frame::v4(STRANGER4, HOST4, L4::syn(40_000, 3389)).build();
         let mut elapsed = Duration::ZERO;
         with_reader(&mut t, cfg, |t| {
             let prog = t.dp.program().expect("program");

@@ -12,14 +12,12 @@ use std::{
 };
 
 use integration_tests::{
-    daemon::{Daemon, Stream, connects, listen, site, write_site},
+    Scratch,
+    daemon::{Daemon, GENEVE, Stream, VDSM, connects, listen, site, write_site},
     net::Pair,
     unique,
 };
 use portguard::ebpf::links;
-
-const GENEVE: u16 = 6081;
-const VDSM: u16 = 54321;
 
 fn reload(d: &Daemon) -> std::process::Output {
     d.cli(&["reload", "--timeout", "60"])
@@ -36,12 +34,7 @@ fn reload_under_traffic_loses_nothing_and_applies_the_new_rule() {
         "H1 is disabled: tcp/22 must be closed"
     );
 
-    let stream = Stream::start(
-        &pair.a,
-        &pair.b,
-        SocketAddr::new(pair.b4, GENEVE),
-        Duration::from_micros(500),
-    );
+    let stream = Stream::geneve(&pair, Duration::from_micros(500));
     std::thread::sleep(Duration::from_millis(300));
     let mut versions = Vec::new();
     for i in 0..6 {
@@ -128,12 +121,7 @@ fn sigkill_keeps_enforcing_and_a_restart_adopts_without_a_gap() {
     let mut d = Daemon::start(&pair.b, &site, &[]);
     listen(&pair, 22);
     let prog = links::pinned_program_id(&d.pins.0, &pair.b_if).unwrap();
-    let stream = Stream::start(
-        &pair.a,
-        &pair.b,
-        SocketAddr::new(pair.b4, GENEVE),
-        Duration::from_micros(500),
-    );
+    let stream = Stream::geneve(&pair, Duration::from_micros(500));
     std::thread::sleep(Duration::from_millis(200));
     d.kill9();
     std::thread::sleep(Duration::from_millis(300));
@@ -378,11 +366,10 @@ fn status_and_audit_work_for_the_status_group_without_map_access() {
     // Wait for the daemon's first sample after the refused SYN (taken every 5 s).
     std::thread::sleep(Duration::from_secs(6));
     // The binary where an unprivileged user can run it.
-    let dir = std::env::temp_dir().join(unique("pg-bin-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = dir.join("portguard-cli");
+    let dir = Scratch::new("pg-bin-");
+    let bin = dir.0.join("portguard-cli");
     std::fs::copy(integration_tests::daemon::binary(), &bin).unwrap();
-    for p in [&dir, &bin] {
+    for p in [&dir.0, &bin] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let as_nobody = |groups: &str, verb: &[&str], state: bool| {
@@ -433,23 +420,10 @@ fn status_and_audit_work_for_the_status_group_without_map_access() {
     }
     // Without the group: nothing.
     let out = as_nobody("65534", &["status", "--json"], true);
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success(), "status must need the group");
     // The maps themselves stay root's: the pin directory is 0700.
     let mode = std::fs::metadata(&d.pins.0).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
-}
-
-/// MAC address of `dev` in `ns`.
-fn mac(ns: &integration_tests::net::Netns, dev: &str) -> [u8; 6] {
-    let out = ns.output(&["cat", &format!("/sys/class/net/{dev}/address")]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut m = [0u8; 6];
-    for (i, part) in text.trim().split(':').enumerate().take(6) {
-        m[i] = u8::from_str_radix(part, 16).unwrap();
-    }
-    m
 }
 
 #[test]
@@ -457,7 +431,7 @@ fn datapath_log_reports_frames_the_parser_gives_up_on() {
     let pair = Pair::new(69, 1500);
     let site = site(&pair, false);
     let d = Daemon::start(&pair.b, &site, &["--datapath-log"]);
-    let (dst, src) = (mac(&pair.b, &pair.b_if), mac(&pair.a, &pair.a_if));
+    let (dst, src) = (pair.b.mac(&pair.b_if), pair.a.mac(&pair.a_if));
     let std::net::IpAddr::V4(b4) = pair.b4 else {
         unreachable!()
     };
@@ -573,16 +547,15 @@ fn answers_to_unconnected_udp_sockets_pass_and_nothing_else_does() {
 
 #[test]
 fn run_with_a_broken_site_names_the_line_and_creates_nothing() {
-    let dir = std::env::temp_dir().join(unique("pg-broken-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let site = dir.join("site.toml");
+    let dir = Scratch::new("pg-broken-");
+    let site = dir.0.join("site.toml");
     std::fs::write(
         &site,
         "products = [\"rhv\"]\n[roles]\n\"rhv.manager\" = [\"198.18.1.300/32\"]\n",
     )
     .unwrap();
     let pins = std::path::Path::new("/sys/fs/bpf").join(unique("pg-broken-"));
-    let run = dir.join("run");
+    let run = dir.0.join("run");
     let out = std::process::Command::new(integration_tests::daemon::binary())
         .args(["run", "--site"])
         .arg(&site)
@@ -595,7 +568,6 @@ fn run_with_a_broken_site_names_the_line_and_creates_nothing() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    let _ = std::fs::remove_dir_all(&dir);
     // A policy problem, not an environment one: exit 1 (the project's exit-code convention).
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

@@ -2,7 +2,7 @@
 //! fields and counts, a flood that stays bounded and accounted for, and audit mode.
 
 use std::{
-    net::{SocketAddr, UdpSocket},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
@@ -12,33 +12,8 @@ use integration_tests::{
 };
 
 const CLOSED: u16 = 5999;
-
-/// Send `n` datagrams from the peer to `to`; how many arrived at a socket bound there.
-fn udp(pair: &Pair, to: SocketAddr, n: u32) -> u32 {
-    let rx = pair.b.run(move || UdpSocket::bind(to).expect("bind"));
-    rx.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    pair.a.run(move || {
-        let tx = UdpSocket::bind(SocketAddr::new(
-            if to.is_ipv4() {
-                "0.0.0.0".parse().unwrap()
-            } else {
-                "::".parse().unwrap()
-            },
-            40_123,
-        ))
-        .unwrap();
-        for i in 0..n {
-            tx.send_to(&i.to_be_bytes(), to).unwrap();
-        }
-    });
-    let mut got = 0;
-    let mut buf = [0u8; 8];
-    while rx.recv(&mut buf).is_ok() {
-        got += 1;
-    }
-    got
-}
+/// The peer's source port, which the records must show.
+const SPORT: u16 = 40_123;
 
 /// Wait until the daemon's log has flow records matching `pred` (the window is 5 s).
 fn wait_records(d: &Daemon, pred: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
@@ -65,8 +40,14 @@ fn flows(recs: &[serde_json::Value]) -> Vec<&serde_json::Value> {
 fn denied_flows_appear_in_audit_with_fields_and_counts() {
     let pair = Pair::new(71, 1500);
     let d = Daemon::start(&pair.b, &site_with_audit(&pair, "enforce", 1000, 1000), &[]);
-    assert_eq!(udp(&pair, SocketAddr::new(pair.b4, CLOSED), 7), 0);
-    assert_eq!(udp(&pair, SocketAddr::new(pair.b6, CLOSED + 1), 3), 0);
+    assert_eq!(
+        pair.udp_delivered(SPORT, SocketAddr::new(pair.b4, CLOSED), 7),
+        0
+    );
+    assert_eq!(
+        pair.udp_delivered(SPORT, SocketAddr::new(pair.b6, CLOSED + 1), 3),
+        0
+    );
     let recs = wait_records(&d, |r| {
         flows(r)
             .iter()
@@ -82,7 +63,7 @@ fn denied_flows_appear_in_audit_with_fields_and_counts() {
     assert_eq!(v4["src"], pair.a4.to_string());
     assert_eq!(v4["dst"], pair.b4.to_string());
     assert_eq!(v4["proto"], "udp");
-    assert_eq!(v4["sport"], 40_123);
+    assert_eq!(v4["sport"], SPORT);
     assert_eq!(v4["reason"], "port-not-open");
     assert_eq!(v4["interface"], pair.b_if.as_str());
     assert_eq!(v4["would_deny"], false);
@@ -102,7 +83,7 @@ fn a_flood_of_denied_packets_stays_bounded_and_accounted_for() {
     let rss_before = d.rss_kib();
     let to = SocketAddr::new(pair.b4, CLOSED);
     let sent = 100_000u32;
-    assert_eq!(udp(&pair, to, sent), 0);
+    assert_eq!(pair.udp_delivered(SPORT, to, sent), 0);
     let status = d.status();
     // Every denied packet, whatever the reason, goes through the audit rate limit.
     let dropped: u64 = status["reasons"]
@@ -152,7 +133,7 @@ fn audit_mode_delivers_and_records_would_deny() {
     let pair = Pair::new(73, 1500);
     let d = Daemon::start(&pair.b, &site_with_audit(&pair, "audit", 1000, 1000), &[]);
     assert_eq!(
-        udp(&pair, SocketAddr::new(pair.b4, CLOSED), 5),
+        pair.udp_delivered(SPORT, SocketAddr::new(pair.b4, CLOSED), 5),
         5,
         "audit mode must deliver"
     );

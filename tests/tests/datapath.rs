@@ -5,51 +5,29 @@ use std::net::IpAddr;
 
 use integration_tests::{
     DROP, PASS, TestDp,
-    frames::{Frame, L4, arp},
+    addrs::{BCAST4, GUEST4, HOST4, HOST6, PEER4, PEER6, PEERS, STRANGER4},
+    frames::{Frame, L4, arp, tcp},
     net::Netns,
+    rules::{echo_from_anywhere, rule, ssh_from_peers},
 };
 use portguard::{
-    compile::tables::{TableRule, build},
+    compile::tables::build,
     policy::{Match, Proto},
 };
 use portguard_common::{config::Config, reason::Reason};
 
-const HOST4: [u8; 4] = [198, 18, 0, 1];
-const PEER4: [u8; 4] = [198, 18, 1, 7];
-const STRANGER4: [u8; 4] = [198, 19, 200, 1];
-const HOST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const PEER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
-
-fn rule(slot: u32, sources: &[&str], protos: &[Proto], matches: Match) -> TableRule {
-    TableRule {
-        slot,
-        sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
-        protos: protos.to_vec(),
-        matches,
-    }
-}
-
-/// Slot 0: tcp/22 from 198.18.1.0/24 and `2001:db8:1::/48`; slot 1: tcp+udp 5900-6923 from the
-/// same; slot 2: icmp echo from anywhere; slot 3: udp 4789 from 198.18.1.7/32.
+/// Slot 0: tcp/22 from the peers' networks; slot 1: tcp+udp 5900-6923 from the same; slot 2:
+/// icmp echo from anywhere; slot 3: udp 4789 from 198.18.1.7/32.
 fn setup() -> TestDp {
-    let peers = ["198.18.1.0/24", "2001:db8:1::/48"];
     let rules = [
-        rule(0, &peers, &[Proto::Tcp], Match::Ports(vec![22..=22])),
+        ssh_from_peers(0),
         rule(
             1,
-            &peers,
+            &PEERS,
             &[Proto::Tcp, Proto::Udp],
             Match::Ports(vec![5900..=6923]),
         ),
-        rule(
-            2,
-            &["0.0.0.0/0", "::/0"],
-            &[Proto::Icmp, Proto::Icmpv6],
-            Match::Icmp {
-                types: vec![8..=8, 128..=128],
-                code: None,
-            },
-        ),
+        echo_from_anywhere(2),
         rule(
             3,
             &["198.18.1.7/32"],
@@ -61,28 +39,10 @@ fn setup() -> TestDp {
     let mut t = TestDp::new(&tables);
     t.dp.set_local_addrs(
         &[IpAddr::from(HOST4), IpAddr::from(HOST6)],
-        &[IpAddr::from([198, 18, 0, 255])],
+        &[IpAddr::from(BCAST4)],
     )
     .unwrap();
     t
-}
-
-fn reason_count(t: &TestDp, r: Reason) -> u64 {
-    t.dp.reason_counters()
-        .unwrap()
-        .into_iter()
-        .find(|(x, _)| *x == r)
-        .unwrap()
-        .1
-        .packets
-}
-
-fn tcp(dport: u16) -> L4 {
-    L4::Tcp {
-        sport: 40000,
-        dport,
-        flags: 0x02,
-    }
 }
 
 /// Tests run in a namespace of their own, so socket lookups never see the machine's sockets.
@@ -101,11 +61,11 @@ fn allowed_and_denied_tcp_are_counted_per_rule_and_reason() {
         assert_eq!(c.packets, 2);
         assert_eq!(c.bytes, 2 * f.len() as u64);
         assert_eq!(t.run(&Frame::v4(PEER4, HOST4, tcp(23)).build()), DROP);
-        assert_eq!(reason_count(&t, Reason::PortNotOpen), 1);
+        assert_eq!(t.reason(Reason::PortNotOpen), 1);
         // The ICMP rule's `any` source gives every address a source class: a stranger is
         // "source not allowed" here, not "no source role".
         assert_eq!(t.run(&Frame::v4(STRANGER4, HOST4, tcp(22)).build()), DROP);
-        assert_eq!(reason_count(&t, Reason::SourceNotAllowed), 1);
+        assert_eq!(t.reason(Reason::SourceNotAllowed), 1);
         assert_eq!(
             t.run(
                 &Frame::v4(
@@ -120,8 +80,8 @@ fn allowed_and_denied_tcp_are_counted_per_rule_and_reason() {
             ),
             DROP
         );
-        assert_eq!(reason_count(&t, Reason::SourceNotAllowed), 2);
-        assert_eq!(reason_count(&t, Reason::NoSourceRole), 0);
+        assert_eq!(t.reason(Reason::SourceNotAllowed), 2);
+        assert_eq!(t.reason(Reason::NoSourceRole), 0);
         assert_eq!(t.rule_total(), 2, "no other rule counted");
     });
 }
@@ -230,7 +190,7 @@ fn ranges_udp_icmp_and_ipv6_follow_their_rules() {
             ),
             DROP
         );
-        assert_eq!(reason_count(&t, Reason::ProtoNotOpen), 1);
+        assert_eq!(t.reason(Reason::ProtoNotOpen), 1);
     });
 }
 
@@ -239,20 +199,20 @@ fn arp_non_ip_bridged_guests_and_broadcast_pass_by_default() {
     in_ns(|| {
         let mut t = setup();
         assert_eq!(t.run(&arp()), PASS);
-        assert_eq!(reason_count(&t, Reason::Arp), 1);
+        assert_eq!(t.reason(Reason::Arp), 1);
         let mut lldp = arp();
         lldp[12..14].copy_from_slice(&0x88ccu16.to_be_bytes());
         assert_eq!(t.run(&lldp), PASS);
-        assert_eq!(reason_count(&t, Reason::NonIpPassed), 1);
+        assert_eq!(t.reason(Reason::NonIpPassed), 1);
         // A guest behind the bridge: any port, any source.
         assert_eq!(
-            t.run(&Frame::v4(STRANGER4, [198, 18, 0, 50], tcp(3389)).build()),
+            t.run(&Frame::v4(STRANGER4, GUEST4, tcp(3389)).build()),
             PASS
         );
-        assert_eq!(reason_count(&t, Reason::NotForHost), 1);
+        assert_eq!(t.reason(Reason::NotForHost), 1);
         let mut bc = Frame::v4(
             STRANGER4,
-            [198, 18, 0, 255],
+            BCAST4,
             L4::Udp {
                 sport: 1,
                 dport: 3080,
@@ -260,7 +220,7 @@ fn arp_non_ip_bridged_guests_and_broadcast_pass_by_default() {
         );
         bc.dst_mac = [0xff; 6];
         assert_eq!(t.run(&bc.build()), PASS);
-        assert_eq!(reason_count(&t, Reason::BroadcastPassed), 1);
+        assert_eq!(t.reason(Reason::BroadcastPassed), 1);
     });
 }
 
@@ -277,7 +237,7 @@ fn vlan_tags_are_judged_like_untagged_and_a_third_tag_is_too_deep() {
         let mut h = Frame::v4(PEER4, HOST4, tcp(22));
         h.vlans = vec![(0x88a8, 1), (0x8100, 2), (0x8100, 3)];
         assert_eq!(t.run(&h.build()), DROP);
-        assert_eq!(reason_count(&t, Reason::TooDeep), 1);
+        assert_eq!(t.reason(Reason::TooDeep), 1);
         assert_eq!(t.dp.rule_counters(0).unwrap().packets, 1);
     });
 }
@@ -324,7 +284,7 @@ fn fragments_follow_their_first_fragment_and_are_never_read_as_ports() {
         let mut its_later = orphan.clone();
         its_later.frag = Some((79, 185, false));
         assert_eq!(t.run(&its_later.build()), DROP);
-        assert_eq!(reason_count(&t, Reason::FragmentDropped), 2);
+        assert_eq!(t.reason(Reason::FragmentDropped), 2);
         // IPv6: fragment header after a hop-by-hop and a destination-options header.
         let mut v6 = Frame::v6(PEER6, HOST6, tcp(22));
         v6.v6_ext = vec![(0, vec![0; 6]), (60, vec![0; 14])];
@@ -364,7 +324,7 @@ fn truncation_at_every_byte_never_reaches_a_closed_port() {
             }
             assert_eq!(t.run(&frame) == PASS, allowed);
         }
-        assert!(reason_count(&t, Reason::Malformed) > 50);
+        assert!(t.reason(Reason::Malformed) > 50);
     });
 }
 
@@ -381,7 +341,7 @@ fn bad_ipv4_header_length_and_tcp_offset_are_malformed() {
         let mut h = Frame::v4(PEER4, HOST4, tcp(22)).build();
         h[14 + 20 + 12] = 4 << 4; // data offset 4 < 5
         assert_eq!(t.run(&h), DROP);
-        assert_eq!(reason_count(&t, Reason::Malformed), 3);
+        assert_eq!(t.reason(Reason::Malformed), 3);
         let mut opts = Frame::v4(PEER4, HOST4, tcp(22));
         opts.v4_options = vec![1, 1, 1, 0, 0x44, 4, 5, 0];
         assert_eq!(

@@ -5,7 +5,8 @@
 use std::{collections::HashMap, net::IpAddr};
 
 use integration_tests::{
-    DROP, PASS, TestDp,
+    DROP, PASS, Twin,
+    addrs::BCAST4,
     frames::{Frame, L4},
     net::Netns,
 };
@@ -16,10 +17,7 @@ use portguard::{
 use portguard_common::{
     classify::Outcome,
     config::{Config, DROP as CFG_DROP, JUDGE, MODE_AUDIT},
-    maps::{LOCAL_BROADCAST, LOCAL_UNICAST},
-    packet::Family,
     reason::{REASON_COUNT, Reason},
-    reference::RefEnv,
 };
 use rand::{Rng, SeedableRng, rngs::SmallRng, seq::IndexedRandom};
 
@@ -325,32 +323,13 @@ fn run(seed: u64) -> usize {
             ..Config::default()
         };
         let tables = build(&rules, cfg).expect("tables");
-        let mut dp = TestDp::new(&tables);
-        let mut env = RefEnv::new(&tables);
         let locals: Vec<IpAddr> = p
             .v4_local
             .iter()
             .map(|a| IpAddr::from(*a))
             .chain(p.v6_local.iter().map(|a| IpAddr::from(*a)))
             .collect();
-        dp.dp
-            .set_local_addrs(&locals, &[IpAddr::from([198, 18, 0, 255])])
-            .unwrap();
-        for a in &p.v4_local {
-            let mut w = [0u8; 16];
-            w[..4].copy_from_slice(a);
-            env.local.insert((Family::V4, w), LOCAL_UNICAST);
-        }
-        env.local.insert(
-            (
-                Family::V4,
-                [198, 18, 0, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            ),
-            LOCAL_BROADCAST,
-        );
-        for a in &p.v6_local {
-            env.local.insert((Family::V6, *a), LOCAL_UNICAST);
-        }
+        let Twin { mut dp, env } = Twin::new(&tables, &locals, &[IpAddr::from(BCAST4)]);
         let mut want_rules: HashMap<u32, u64> = HashMap::new();
         let mut want_reasons = [0u64; REASON_COUNT as usize];
         let mut recent = None;

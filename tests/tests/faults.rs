@@ -11,8 +11,6 @@ use integration_tests::{
 use portguard::ebpf::links;
 use rand::{Rng as _, SeedableRng as _, rngs::SmallRng};
 
-const GENEVE: u16 = 6081;
-
 /// The interface carries exactly one XDP program: ours, through the pinned link.
 fn attached_once(pair: &Pair, d: &Daemon) {
     let show = pair.b.output(&["ip", "-d", "link", "show", &pair.b_if]);
@@ -28,12 +26,7 @@ fn sigkill_at_random_points_of_startup_and_reload_keeps_enforcement() {
     let site = site(&pair, false);
     listen(&pair, 22);
     let mut d = Daemon::start(&pair.b, &site, &[]);
-    let stream = Stream::start(
-        &pair.a,
-        &pair.b,
-        SocketAddr::new(pair.b4, GENEVE),
-        Duration::from_micros(500),
-    );
+    let stream = Stream::geneve(&pair, Duration::from_micros(500));
     // Startup killed anywhere: before the load, during it, between attach and state.
     for _ in 0..6 {
         d.kill9();
@@ -49,9 +42,7 @@ fn sigkill_at_random_points_of_startup_and_reload_keeps_enforcement() {
         d.restart();
         ssh = !ssh;
         write_site(&site, &pair, ssh);
-        let pid = i32::try_from(d.pid().unwrap()).unwrap();
-        // SAFETY: kill(2) on the pid of the daemon this test started.
-        unsafe { libc::kill(pid, libc::SIGHUP) };
+        d.sighup();
         std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
         d.kill9();
     }

@@ -12,6 +12,7 @@ use std::{
 };
 
 use integration_tests::{
+    Scratch,
     daemon::{binary, policies_dir},
     unique,
 };
@@ -289,8 +290,8 @@ fn lab_interrupted_removes_everything() {
 /// socket on the host).
 #[test]
 fn lab_custom_site_with_sctp_and_icmp_timestamp() {
-    let dir = std::env::temp_dir().join(unique("pg-lab-site-"));
-    let policies = dir.join("policies");
+    let dir = Scratch::new("pg-lab-site-");
+    let policies = dir.0.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
     std::fs::copy(
         policies_dir().join("essentials.toml"),
@@ -331,7 +332,7 @@ doc = "test"
 "#,
     )
     .unwrap();
-    let site = dir.join("site.toml");
+    let site = dir.0.join("site.toml");
     std::fs::write(
         &site,
         r#"products = ["labtest"]
@@ -363,7 +364,7 @@ interfaces = ["eth1"]
             policies.to_str().unwrap(),
         ],
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     assert!(out.status.success(), "lab failed\n{}", text(&out));
     for (id, count) in [("LT-SCTP", 2), ("LT-TIMESTAMP", 1)] {
         let ok = rows

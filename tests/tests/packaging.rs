@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use integration_tests::{daemon::binary, unique};
+use integration_tests::{Scratch, daemon::binary};
 
 #[test]
 fn unit_file_passes_systemd_analyze_verify() {
@@ -22,16 +22,14 @@ fn unit_file_passes_systemd_analyze_verify() {
     .unwrap();
     // verify checks that ExecStart= names an executable: point it at the binary under test.
     let unit = unit.replace("/usr/bin/portguard", &binary().display().to_string());
-    let dir = std::env::temp_dir().join(unique("pg-unit-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("portguard.service");
+    let dir = Scratch::new("pg-unit-");
+    let path = dir.0.join("portguard.service");
     std::fs::write(&path, unit).unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(&path)
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Unknown or misspelt directives are only warnings to systemd: fail on any message.
     assert!(

@@ -1,10 +1,10 @@
 //! `cargo xtask fuzz`: a bounded campaign of the policy fuzzer.
 //!
-//! The fuzzer is the ignored `fuzz_campaign` test in `portguard/tests/fuzz_policy.rs`: it builds
-//! with the toolchain the tests use (no cargo-fuzz, which needs a nightly with `rust-src`), and in
-//! the test profile, so integer overflow panics and is caught like any other panic. This task runs
-//! it for a time budget and keeps each failing input, with the seed and case that replay it, in
-//! `fuzz/failures/`.
+//! The fuzzer is the ignored `fuzz_policy::fuzz_campaign` test of portguard's `policy` test
+//! binary (`portguard/tests/fuzz_policy/`): it builds with the toolchain the tests use (no
+//! cargo-fuzz, which needs a nightly with `rust-src`), and in the test profile, so integer
+//! overflow panics and is caught like any other panic. This task runs it for a time budget and
+//! keeps each failing input, with the seed and case that replay it, in `fuzz/failures/`.
 
 use std::path::Path;
 
@@ -32,11 +32,11 @@ pub(crate) fn fuzz(secs: u64, seed: Option<u64>) -> anyhow::Result<()> {
             "-p",
             "portguard",
             "--test",
-            "fuzz_policy",
+            "policy",
             "--",
             "--ignored",
             "--exact",
-            "fuzz_campaign",
+            "fuzz_policy::fuzz_campaign",
             "--nocapture",
         ],
         &env,

@@ -24,9 +24,11 @@ enum Task {
     Setup,
     /// Build the workspace (the eBPF object is built by portguard's build.rs).
     Build,
-    /// Setup, then unit tests, then the privileged integration tests (needs root).
+    /// Setup, then unit tests and the policy tests, then the privileged integration tests
+    /// (needs root).
     Test {
-        /// Extra arguments for the integration test binary (e.g. a test name filter).
+        /// Extra arguments for the integration test binary (e.g. a test name filter such as
+        /// `hostile::`).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
@@ -78,6 +80,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// Unit tests of every host crate and portguard's `policy` test binary (no privileges
+/// needed), then the one privileged `integration` binary, two tests at a time: they create
+/// namespaces and load programs, and the machine has few cores. `args` (a name filter, say)
+/// go to the integration binary.
 fn test(args: &[String]) -> anyhow::Result<()> {
     setup::setup()?;
     setup::require_root("the integration tests load XDP programs and create network namespaces")?;
@@ -92,7 +98,15 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "--bins",
         "--tests",
     ])?;
-    let mut integ = vec!["test", "-p", "integration-tests", "--", "--test-threads=2"];
+    let mut integ = vec![
+        "test",
+        "-p",
+        "integration-tests",
+        "--test",
+        "integration",
+        "--",
+        "--test-threads=2",
+    ];
     integ.extend(args.iter().map(String::as_str));
     run::cargo(&integ)
 }

@@ -56,40 +56,7 @@ fn render(r: &Report) -> String {
         },
         r.loaded_at.as_deref().unwrap_or("?"),
     );
-    let _ = writeln!(out, "site {}  roles {}", r.site, r.roles.join(", "));
-    if r.not_enforcing.is_empty() {
-        let _ = writeln!(
-            out,
-            "enforcing as the site says (self-test {} passed)",
-            report::rfc3339(r.health.at).unwrap_or_default()
-        );
-    } else {
-        let _ = writeln!(out, "NOT ENFORCING AS THE SITE SAYS:");
-        for why in &r.not_enforcing {
-            let _ = writeln!(out, "  - {}", first_line(why));
-        }
-    }
-    if r.interfaces.is_empty() {
-        let _ = writeln!(out, "interfaces: none attached");
-    }
-    for i in &r.interfaces {
-        let _ = writeln!(
-            out,
-            "interface {:<12} {:<8} policy {}  since {}",
-            i.name,
-            i.mode,
-            i.policy_version,
-            report::rfc3339(i.since).unwrap_or_default()
-        );
-    }
-    if let Some(t) = &r.trial {
-        let _ = writeln!(
-            out,
-            "ON TRIAL: reverts to policy {} at {} unless `portguard confirm`",
-            t.previous_version,
-            report::rfc3339(t.deadline).unwrap_or_default()
-        );
-    }
+    header(&mut out, r);
     if r.reload.count > 0 {
         let _ = writeln!(
             out,
@@ -147,6 +114,44 @@ fn render(r: &Report) -> String {
         r.audit.emitted, r.audit.suppressed, r.audit.lost
     );
     out
+}
+
+/// Site, health, interfaces and a pending trial.
+fn header(out: &mut String, r: &Report) {
+    let _ = writeln!(out, "site {}  roles {}", r.site, r.roles.join(", "));
+    if r.not_enforcing.is_empty() {
+        let _ = writeln!(
+            out,
+            "enforcing as the site says (self-test {} passed)",
+            report::rfc3339(r.health.at).unwrap_or_default()
+        );
+    } else {
+        let _ = writeln!(out, "NOT ENFORCING AS THE SITE SAYS:");
+        for why in &r.not_enforcing {
+            let _ = writeln!(out, "  - {}", first_line(why));
+        }
+    }
+    if r.interfaces.is_empty() {
+        let _ = writeln!(out, "interfaces: none attached");
+    }
+    for i in &r.interfaces {
+        let _ = writeln!(
+            out,
+            "interface {:<12} {:<8} policy {}  since {}",
+            i.name,
+            i.mode,
+            i.policy_version,
+            report::rfc3339(i.since).unwrap_or_default()
+        );
+    }
+    if let Some(t) = &r.trial {
+        let _ = writeln!(
+            out,
+            "ON TRIAL: reverts to policy {} at {} unless `portguard confirm`",
+            t.previous_version,
+            report::rfc3339(t.deadline).unwrap_or_default()
+        );
+    }
 }
 
 /// The first `max` characters of `s`, with an ellipsis if cut (`--json` has the whole text).

@@ -228,11 +228,11 @@ pub fn interface(policy: &Policy) -> Result<String, LabError> {
 /// The address families a protocol is sent over.
 pub(super) fn families(proto: Proto) -> &'static [Family] {
     match proto {
-        Proto::Tcp | Proto::Udp | Proto::Sctp => &[Family::V4, Family::V6],
+        // Portless protocols (`Ip`) are sent over both families: the datapath matches their
+        // number whatever the family (IGMP over IPv6 is nobody's, and harmless).
+        Proto::Tcp | Proto::Udp | Proto::Sctp | Proto::Ip => &[Family::V4, Family::V6],
         Proto::Icmp => &[Family::V4],
         Proto::Icmpv6 => &[Family::V6],
-        // IGMP is IPv4's; IPv6 does the same with ICMPv6 (MLD). The others run over both.
-        Proto::Ip => &[Family::V4, Family::V6],
     }
 }
 

@@ -202,24 +202,18 @@ pub fn build(
             .map(|s| rule(s, format!("slot-{s}"), String::new(), String::new(), true))
             .collect(),
     };
+    let not_enforcing = not_enforcing(state.as_ref(), pin_dir);
+    let daemon_pid = state.as_ref().and_then(State::daemon_pid);
+    let s = state.unwrap_or_default();
     let report = Report {
-        daemon_pid: state.as_ref().and_then(State::daemon_pid),
+        daemon_pid,
         snapshot_at: snapshot_ms.and_then(|ms| rfc3339(ms / 1000)),
-        site: state
-            .as_ref()
-            .map(|s| s.site.display().to_string())
-            .unwrap_or_default(),
-        mode: state.as_ref().map(|s| s.mode.clone()).unwrap_or_default(),
-        policy_version: state
-            .as_ref()
-            .map(|s| s.policy_version.clone())
-            .unwrap_or_default(),
-        loaded_at: state.as_ref().and_then(|s| rfc3339(s.loaded_at)),
-        roles: state.as_ref().map(|s| s.roles.clone()).unwrap_or_default(),
-        interfaces: state
-            .as_ref()
-            .map(|s| s.interfaces.clone())
-            .unwrap_or_default(),
+        site: s.site.display().to_string(),
+        mode: s.mode,
+        policy_version: s.policy_version,
+        loaded_at: rfc3339(s.loaded_at),
+        roles: s.roles,
+        interfaces: s.interfaces,
         rules,
         reasons: reasons(&sample),
         audit: AuditReport {
@@ -227,32 +221,71 @@ pub fn build(
             suppressed: sample.audit.suppressed,
             lost: sample.audit.lost,
         },
-        trial: state.as_ref().and_then(|s| s.trial.clone()),
-        health: state.as_ref().map(|s| s.health.clone()).unwrap_or_default(),
-        unattached: state
-            .as_ref()
-            .map(|s| s.unattached.clone())
-            .unwrap_or_default(),
-        not_enforcing: match &state {
-            None => vec!["no daemon state: portguard has not put a policy in force".to_owned()],
-            Some(s) if s.daemon_pid().is_none() => {
-                let mut why = s.not_enforcing();
-                why.push(
-                    "the daemon is not running: the policy stays in force, but nothing checks \
-                     or repairs it"
-                        .to_owned(),
-                );
-                why
-            }
-            Some(s) => s.not_enforcing(),
-        },
-        reload: state.map(|s| s.reload).unwrap_or_default(),
+        trial: s.trial,
+        health: s.health,
+        unattached: s.unattached,
+        not_enforcing,
+        reload: s.reload,
     };
     let now = Previous {
         at_ms,
         packets: sample.rules.iter().map(|c| c.packets).collect(),
     };
     Ok((report, now))
+}
+
+/// Why the host is not enforcing what the site says: what the daemon recorded, and what the
+/// kernel shows now (an interface whose link no longer runs its program), which needs no
+/// daemon. Without access to the pins (the status group), the daemon's record alone.
+fn not_enforcing(state: Option<&State>, pin_dir: &Path) -> Vec<String> {
+    let Some(s) = state else {
+        return vec!["no daemon state: portguard has not put a policy in force".to_owned()];
+    };
+    let mut why = s.not_enforcing();
+    if s.daemon_pid().is_none() {
+        why.push(
+            "the daemon is not running: the pinned policy stays in force, but nothing checks \
+             or repairs it"
+                .to_owned(),
+        );
+    }
+    let Ok(links) = crate::host::links() else {
+        return why;
+    };
+    for iface in &s.interfaces {
+        let pinned = crate::ebpf::links::pinned_program_id(pin_dir, &iface.name);
+        let runs = links
+            .iter()
+            .find(|l| l.index == iface.ifindex)
+            .and_then(|l| l.xdp_prog_id);
+        match pinned {
+            Ok(id) if runs == Some(id) => {}
+            Ok(id) => why.push(format!(
+                "{}: runs {} instead of program {id} (its link's)",
+                iface.name,
+                runs.map_or_else(|| "no XDP program".to_owned(), |r| format!("program {r}"))
+            )),
+            Err(e) if !permission_denied(&e) => {
+                why.push(format!("{}: its link pin is gone ({e})", iface.name));
+            }
+            Err(_) => {}
+        }
+    }
+    why
+}
+
+/// Whether a link could not be opened for lack of permission (not because it is gone).
+fn permission_denied(e: &crate::ebpf::links::LinkError) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn reasons(sample: &Sample) -> Vec<ReasonReport> {

@@ -1,6 +1,4 @@
-//! Paths shared by the policy tests (each test file includes this module).
-
-#![allow(dead_code, reason = "each test file uses a different part")]
+//! Paths the tests share: the checkout, its shipped policy files and its broken fixtures.
 
 use std::{
     fs,
@@ -29,4 +27,16 @@ pub(crate) fn toml_files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// The hand-broken policy fixtures, one directory a case, sorted.
+pub(crate) fn broken_fixtures() -> Vec<PathBuf> {
+    let root = repo().join("tests/fixtures/policies/broken");
+    let mut cases: Vec<PathBuf> = fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    cases
 }

@@ -1,14 +1,25 @@
-//! `portguard-bench <datapath|throughput|scale|reload|all>`: the benchmark driver that
-//! `cargo xtask bench` runs as root, in release mode. Each benchmark writes
-//! `bench/results/<name>.md` and `<name>.json`; `all` also draws the cost-against-policy-size
-//! plot.
+//! `portguard-bench <datapath|throughput|scale|reload|all>`: the benchmarks behind
+//! `cargo xtask bench` (issue #9), run as root in release mode: what portguard costs per packet
+//! against a program that does nothing, how that cost grows with the policy, how many packets
+//! per second a veth receiver handles with portguard, with the `XDP_DROP` limit and with
+//! nftables, and what a reload costs. Each benchmark writes `bench/results/<name>.md` and
+//! `<name>.json`; `all` also draws the cost-against-policy-size plot.
+//!
+//! The harness (pin directories, namespaces, veth pairs, frame builders, the daemon runner) is
+//! the integration tests' library, so a benchmark sets up exactly what the tests check.
 
-#[path = "../bench/mod.rs"]
-mod bench;
+mod datapath;
+mod plot;
+mod probe;
+mod reload;
+mod report;
+mod scale;
+mod sys;
+mod throughput;
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
-use bench::{datapath, plot, reload, report::Machine, scale, throughput};
+use report::Machine;
 
 const USAGE: &str = "usage: portguard-bench <datapath|throughput|scale|reload|all>";
 
@@ -38,7 +49,7 @@ fn main() -> ExitCode {
             started.elapsed().as_secs_f64()
         );
     };
-    let write = |r: &bench::report::Report| {
+    let write = |r: &report::Report| {
         r.write(&out, &machine)
             .unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
         println!(

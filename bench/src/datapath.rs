@@ -9,7 +9,7 @@ use std::{
 
 use integration_tests::{
     PinDir,
-    frames::{Frame, L4},
+    frames::{Frame, L4, tcp},
     net::Netns,
 };
 use portguard::{
@@ -19,7 +19,7 @@ use portguard::{
 };
 use portguard_common::reason::Reason;
 
-use super::{
+use crate::{
     probe::{self, Case, Expect, Measured},
     report::{Report, table},
     sys,
@@ -102,16 +102,9 @@ impl ReplyNs {
     }
 }
 
+/// A TCP SYN from `src` to the host's `dport`.
 fn syn(src: [u8; 4], dport: u16) -> Frame {
-    Frame::v4(
-        src,
-        HOST4,
-        L4::Tcp {
-            sport: 40000,
-            dport,
-            flags: 0x02,
-        },
-    )
+    Frame::v4(src, HOST4, tcp(dport))
 }
 
 /// The host's UDP port whose outbound flow to `PEER4:53` the egress recorder has seen (see

@@ -1,185 +1,28 @@
-//! Hostile packets: a named corpus of malformed and crafted frames, each with the verdict it must
-//! get (XDP action and the counter that records it), run through the real program
-//! (`BPF_PROG_TEST_RUN`) and the reference classifier; then a campaign of mutated frames.
-//!
-//! The property behind every case: no malformed packet reaches a port the policy does not open.
-//! An `XDP_PASS` must be explained by a rule that covers the port the packet really carries (read
-//! by an independent, unlimited parser modelled on what the Linux stack delivers, not by the two
-//! parsers under test), or by a pass reason that is not about ports (ARP, another ethertype,
-//! another host's unicast, broadcast) and that the configuration allows.
-//!
-//! Replay a campaign with `PORTGUARD_SEED=<seed printed by the test>`.
+//! The hostile corpus: named malformed and crafted frames, each with the verdict it must get
+//! (the XDP action and the counter that records it) under the policy of [`super::policy`] in
+//! its lenient configuration.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
-
-use Reason::{
-    Arp, BroadcastPassed, FragmentDropped, Malformed, NonIpPassed, NotForHost, PortNotOpen,
-    ProtoNotOpen, SourceNotAllowed, TooDeep,
-};
 use integration_tests::{
-    DROP, PASS, TestDp,
-    frames::{Frame, L4, arp},
-    net::Netns,
-};
-use portguard::{
-    compile::tables::{TableRule, build},
-    policy::{Match, Proto},
+    DROP, PASS,
+    addrs::{BCAST4, GUEST4, HOST4, HOST6, PEER4, PEER6, STRANGER4},
+    frames::{Frame, L4, arp, tcp, udp},
 };
 use portguard_common::{
-    classify::{Outcome, frag_key},
-    config::{Config, DROP as CFG_DROP, JUDGE, PASS as CFG_PASS},
-    maps::{FragKey, LOCAL_BROADCAST, LOCAL_UNICAST},
-    packet::{Family, Frag, Kind, Packet},
-    reason::{REASON_COUNT, Reason},
-    reference::{RefEnv, parse},
-    tables::Tables,
+    classify::Outcome,
+    reason::Reason::{
+        self, Arp, BroadcastPassed, FragmentDropped, Malformed, NonIpPassed, NotForHost,
+        PortNotOpen, ProtoNotOpen, SourceNotAllowed, TooDeep,
+    },
 };
-use rand::{Rng, SeedableRng, rngs::SmallRng, seq::IndexedRandom};
 
-// ---------------------------------------------------------------------------------------------
-// The policy every case is judged against
-
-const HOST4: [u8; 4] = [198, 18, 0, 1];
-const BCAST4: [u8; 4] = [198, 18, 0, 255];
-const PEER4: [u8; 4] = [198, 18, 1, 7];
-const STRANGER4: [u8; 4] = [198, 19, 200, 1];
-const GUEST4: [u8; 4] = [198, 18, 0, 50];
-const HOST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const PEER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
-
-/// Rule slots, named so the corpus reads as the policy does.
-const SSH: u32 = 0;
-const DNS: u32 = 1;
-const TOP: u32 = 2;
-const ECHO: u32 = 3;
-const DIAMETER: u32 = 4;
-const UNREACH: u32 = 5;
-const TOO_BIG: u32 = 6;
-
-fn rule(slot: u32, sources: &[&str], protos: &[Proto], matches: Match) -> TableRule {
-    TableRule {
-        slot,
-        sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
-        protos: protos.to_vec(),
-        matches,
-    }
-}
-
-/// A few open ports from the peers' networks, echo and two ICMP errors from anywhere. Port 0
-/// is never open (the loader refuses it); port 65535 is open on TCP only.
-fn rules() -> Vec<TableRule> {
-    let peers = ["198.18.1.0/24", "2001:db8:1::/48"];
-    let any = ["0.0.0.0/0", "::/0"];
-    let icmp = |types: Vec<std::ops::RangeInclusive<u8>>| Match::Icmp { types, code: None };
-    vec![
-        rule(SSH, &peers, &[Proto::Tcp], Match::Ports(vec![22..=22])),
-        rule(
-            DNS,
-            &peers,
-            &[Proto::Tcp, Proto::Udp],
-            Match::Ports(vec![53..=53]),
-        ),
-        rule(
-            TOP,
-            &peers,
-            &[Proto::Tcp],
-            Match::Ports(vec![65535..=65535]),
-        ),
-        rule(
-            ECHO,
-            &any,
-            &[Proto::Icmp, Proto::Icmpv6],
-            icmp(vec![8..=8, 128..=128]),
-        ),
-        rule(
-            DIAMETER,
-            &peers,
-            &[Proto::Sctp],
-            Match::Ports(vec![3868..=3868]),
-        ),
-        rule(UNREACH, &any, &[Proto::Icmp], icmp(vec![3..=3])),
-        rule(TOO_BIG, &any, &[Proto::Icmpv6], icmp(vec![2..=2])),
-    ]
-}
-
-/// The datapath's defaults: pass ARP, other ethertypes, other hosts' unicast and broadcast.
-fn lenient() -> Config {
-    Config::default()
-}
-
-/// Everything optional switched the other way: judge broadcast, drop the rest.
-fn strict() -> Config {
-    Config {
-        broadcast: JUDGE,
-        non_ip: CFG_DROP,
-        not_for_host: CFG_DROP,
-        ..Config::default()
-    }
-}
-
-fn locals() -> (Vec<IpAddr>, Vec<IpAddr>) {
-    (
-        vec![IpAddr::from(HOST4), IpAddr::from(HOST6)],
-        vec![IpAddr::from(BCAST4)],
-    )
-}
-
-fn wide(a: &[u8]) -> [u8; 16] {
-    let mut w = [0u8; 16];
-    w[..a.len()].copy_from_slice(a);
-    w
-}
-
-/// Both classifiers over the same tables and the same local addresses.
-struct Bench<'t> {
-    dp: TestDp,
-    env: RefEnv<'t>,
-}
-
-impl<'t> Bench<'t> {
-    fn new(tables: &'t Tables) -> Self {
-        let mut dp = TestDp::new(tables);
-        let (unicast, broadcast) = locals();
-        dp.dp.set_local_addrs(&unicast, &broadcast).unwrap();
-        let mut env = RefEnv::new(tables);
-        env.local.insert((Family::V4, wide(&HOST4)), LOCAL_UNICAST);
-        env.local.insert((Family::V6, HOST6), LOCAL_UNICAST);
-        env.local
-            .insert((Family::V4, wide(&BCAST4)), LOCAL_BROADCAST);
-        Bench { dp, env }
-    }
-
-    /// Every counter: rule slots 0..=6, then reasons.
-    fn counters(&self) -> Vec<u64> {
-        let mut out: Vec<u64> = (0..=TOO_BIG)
-            .map(|s| self.dp.dp.rule_counters(s).unwrap().packets)
-            .collect();
-        let mut reasons = [0u64; REASON_COUNT as usize];
-        for (r, c) in self.dp.dp.reason_counters().unwrap() {
-            reasons[r as usize] = c.packets;
-        }
-        out.extend(reasons);
-        out
-    }
-}
-
-/// Index of a verdict's counter in [`Bench::counters`].
-fn counter_index(want: Want) -> usize {
-    match want {
-        Want::Allow(slot) => slot as usize,
-        Want::Pass(r) | Want::Deny(r) => (TOO_BIG + 1) as usize + r as usize,
-    }
-}
+use super::policy::{DIAMETER, DNS, ECHO, SSH, TOO_BIG, TOP, UNREACH};
 
 // ---------------------------------------------------------------------------------------------
 // Stated verdicts
 
 /// The verdict a case must get (enforce mode: `Deny` drops).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Want {
+pub(super) enum Want {
     /// Allowed by the rule in this slot.
     Allow(u32),
     /// Passed for this reason.
@@ -189,14 +32,16 @@ enum Want {
 }
 
 impl Want {
-    fn action(self) -> u32 {
+    /// The XDP action of this verdict.
+    pub(super) fn action(self) -> u32 {
         match self {
             Want::Allow(_) | Want::Pass(_) => PASS,
             Want::Deny(_) => DROP,
         }
     }
 
-    fn of(outcome: Outcome) -> Self {
+    /// The verdict of a classifier's outcome.
+    pub(super) fn of(outcome: Outcome) -> Self {
         match outcome {
             Outcome::Allow { slot } => Want::Allow(slot),
             Outcome::Pass(r) => Want::Pass(r),
@@ -206,14 +51,15 @@ impl Want {
 }
 
 /// One corpus case.
-struct Case {
-    name: String,
-    frame: Vec<u8>,
-    want: Want,
+pub(super) struct Case {
+    pub(super) name: String,
+    pub(super) frame: Vec<u8>,
+    pub(super) want: Want,
 }
 
+/// The cases, in the order they were added.
 #[derive(Default)]
-struct Corpus(Vec<Case>);
+pub(super) struct Corpus(pub(super) Vec<Case>);
 
 impl Corpus {
     fn add(&mut self, name: impl Into<String>, frame: Vec<u8>, want: Want) {
@@ -234,21 +80,6 @@ const IP: usize = 14;
 const L4_V4: usize = IP + 20;
 /// Offset of the first header after the fixed IPv6 header.
 const L4_V6: usize = IP + 40;
-
-fn tcp(dport: u16) -> L4 {
-    L4::Tcp {
-        sport: 40000,
-        dport,
-        flags: 0x02,
-    }
-}
-
-fn udp(dport: u16) -> L4 {
-    L4::Udp {
-        sport: 40000,
-        dport,
-    }
-}
 
 fn v4(l4: L4) -> Frame {
     Frame::v4(PEER4, HOST4, l4)
@@ -1072,7 +903,8 @@ fn destination_cases(c: &mut Corpus) {
     );
 }
 
-fn corpus() -> Corpus {
+/// Every case.
+pub(super) fn corpus() -> Corpus {
     let mut c = Corpus::default();
     truncation_cases(&mut c);
     ipv4_header_cases(&mut c);
@@ -1087,463 +919,4 @@ fn corpus() -> Corpus {
     ethertype_cases(&mut c);
     destination_cases(&mut c);
     c
-}
-
-// ---------------------------------------------------------------------------------------------
-// What the host's stack would see: an independent, unlimited reading of the frame
-
-/// What an upper-layer header says, as the Linux stack would deliver it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Upper {
-    /// The stack discards the packet before any socket sees it (lengths do not add up,
-    /// transport header cut short).
-    Discarded,
-    /// A non-first fragment: the datagram's port is in its first fragment.
-    Later,
-    /// TCP, UDP or SCTP to this destination port.
-    Port(Proto, u16),
-    /// ICMP or `ICMPv6` of this type and code.
-    Icmp(Proto, u8, u8),
-    /// Another protocol.
-    Other(u8),
-}
-
-/// The IP layer of a frame.
-#[derive(Clone, Copy, Debug)]
-struct IpView {
-    src: IpAddr,
-    dst: IpAddr,
-    upper: Upper,
-}
-
-/// The whole frame.
-#[derive(Clone, Copy, Debug)]
-enum View {
-    /// Shorter than an Ethernet header.
-    Runt,
-    Arp,
-    OtherEthertype,
-    /// IPv4 or IPv6 ethertype; `None` when there is no readable fixed header of that version.
-    Ip(Option<IpView>),
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-/// Reads the frame the way the host's stack would: every VLAN tag (no depth limit), IPv4 with
-/// its total length, IPv6 with its payload length and every extension header.
-fn stack_view(f: &[u8]) -> View {
-    if f.len() < 14 {
-        return View::Runt;
-    }
-    let mut off = 12;
-    let mut et = be16(f, off);
-    while et == 0x8100 || et == 0x88a8 {
-        off += 4;
-        if f.len() < off + 2 {
-            return View::Runt;
-        }
-        et = be16(f, off);
-    }
-    let rest = &f[off + 2..];
-    match et {
-        0x0806 => View::Arp,
-        0x0800 => View::Ip(stack_v4(rest)),
-        0x86dd => View::Ip(stack_v6(rest)),
-        _ => View::OtherEthertype,
-    }
-}
-
-fn stack_v4(h: &[u8]) -> Option<IpView> {
-    if h.len() < 20 || h[0] >> 4 != 4 {
-        return None;
-    }
-    let addr = |at: usize| IpAddr::from(Ipv4Addr::new(h[at], h[at + 1], h[at + 2], h[at + 3]));
-    let (src, dst) = (addr(12), addr(16));
-    let ihl = usize::from(h[0] & 0x0f) * 4;
-    let total = usize::from(be16(h, 2));
-    let upper = if ihl < 20 || total < ihl || total > h.len() {
-        Upper::Discarded
-    } else if be16(h, 6) & 0x1fff != 0 {
-        Upper::Later
-    } else {
-        transport(Family::V4, h[9], &h[ihl..total])
-    };
-    Some(IpView { src, dst, upper })
-}
-
-fn stack_v6(h: &[u8]) -> Option<IpView> {
-    if h.len() < 40 || h[0] >> 4 != 6 {
-        return None;
-    }
-    let addr = |at: usize| {
-        let mut a = [0u8; 16];
-        a.copy_from_slice(&h[at..at + 16]);
-        IpAddr::from(Ipv6Addr::from(a))
-    };
-    let (src, dst) = (addr(8), addr(24));
-    let len = usize::from(be16(h, 4));
-    let view = |upper| Some(IpView { src, dst, upper });
-    if 40 + len > h.len() {
-        return view(Upper::Discarded);
-    }
-    let data = &h[40..40 + len];
-    let mut next = h[6];
-    let mut at = 0;
-    // However long the chain: the stack has no limit but the packet's length.
-    loop {
-        match next {
-            0 | 43 | 60 => {
-                if data.len() < at + 2 || data.len() < at + (usize::from(data[at + 1]) + 1) * 8 {
-                    return view(Upper::Discarded);
-                }
-                next = data[at];
-                at += (usize::from(data[at + 1]) + 1) * 8;
-            }
-            44 => {
-                if data.len() < at + 8 {
-                    return view(Upper::Discarded);
-                }
-                if be16(data, at + 2) >> 3 != 0 {
-                    return view(Upper::Later);
-                }
-                next = data[at];
-                at += 8;
-            }
-            _ => return view(transport(Family::V6, next, &data[at..])),
-        }
-    }
-}
-
-fn transport(family: Family, proto: u8, l4: &[u8]) -> Upper {
-    let port = |p| {
-        if l4.len() < 4 {
-            Upper::Discarded
-        } else {
-            Upper::Port(p, be16(l4, 2))
-        }
-    };
-    match (family, proto) {
-        (_, 6) => port(Proto::Tcp),
-        (_, 17) => port(Proto::Udp),
-        (_, 132) => port(Proto::Sctp),
-        (Family::V4, 1) | (Family::V6, 58) if l4.len() < 8 => Upper::Discarded,
-        (Family::V4, 1) => Upper::Icmp(Proto::Icmp, l4[0], l4[1]),
-        (Family::V6, 58) => Upper::Icmp(Proto::Icmpv6, l4[0], l4[1]),
-        _ => Upper::Other(proto),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The invariant
-
-fn opens(r: &TableRule, src: IpAddr, upper: Upper) -> bool {
-    let port_or_type = match (upper, &r.matches) {
-        (Upper::Port(p, port), Match::Ports(ranges)) => {
-            r.protos.contains(&p) && ranges.iter().any(|x| x.contains(&port))
-        }
-        (Upper::Icmp(p, ty, code), Match::Icmp { types, code: want }) => {
-            r.protos.contains(&p)
-                && types.iter().any(|x| x.contains(&ty))
-                && want.is_none_or(|w| w == code)
-        }
-        _ => false,
-    };
-    port_or_type && r.sources.iter().any(|n| n.contains(&src))
-}
-
-fn is_local(dst: IpAddr) -> bool {
-    locals().0.contains(&dst)
-}
-
-fn is_group_or_broadcast(dst: IpAddr) -> bool {
-    match dst {
-        IpAddr::V4(a) => a.is_multicast() || a.is_broadcast() || locals().1.contains(&dst),
-        IpAddr::V6(a) => a.is_multicast(),
-    }
-}
-
-/// Whether a verdict is one the policy and configuration explain (see the module doc).
-/// `firsts` holds the rule that allowed each first fragment seen so far.
-fn explained(
-    outcome: Outcome,
-    p: &Packet,
-    frame: &[u8],
-    cfg: &Config,
-    rules: &[TableRule],
-    firsts: &mut HashMap<FragKey, u32>,
-) -> Result<(), String> {
-    let view = stack_view(frame);
-    match outcome {
-        Outcome::Deny { .. } => Ok(()),
-        Outcome::Allow { slot } => {
-            let rule = rules
-                .iter()
-                .find(|r| r.slot == slot)
-                .ok_or_else(|| format!("allowed by unknown slot {slot}"))?;
-            let View::Ip(Some(ip)) = view else {
-                return Err(format!("allowed by {slot}, but the stack sees {view:?}"));
-            };
-            if p.kind != Kind::Ip {
-                return Err(format!("allowed a {:?} packet", p.kind));
-            }
-            if p.frag == Frag::Later {
-                if !matches!(ip.upper, Upper::Later | Upper::Discarded) {
-                    return Err(format!(
-                        "judged as a later fragment, but the stack reads {:?}",
-                        ip.upper
-                    ));
-                }
-                return match firsts.get(&frag_key(p)) {
-                    Some(s) if *s == slot => Ok(()),
-                    other => Err(format!(
-                        "later fragment allowed by {slot}; its first fragment was allowed by {other:?}"
-                    )),
-                };
-            }
-            if p.frag == Frag::First {
-                firsts.insert(frag_key(p), slot);
-            }
-            match ip.upper {
-                Upper::Discarded => Ok(()),
-                upper if opens(rule, ip.src, upper) => Ok(()),
-                upper => Err(format!(
-                    "allowed by slot {slot} ({rule:?}), but the stack delivers {upper:?} from {}",
-                    ip.src
-                )),
-            }
-        }
-        Outcome::Pass(reason) => {
-            let ok = match (reason, view) {
-                (Arp, View::Arp) => true,
-                (NonIpPassed, View::OtherEthertype) => cfg.non_ip == CFG_PASS,
-                (NotForHost, View::Ip(Some(ip))) => {
-                    cfg.not_for_host == CFG_PASS
-                        && !is_local(ip.dst)
-                        && !is_group_or_broadcast(ip.dst)
-                }
-                (BroadcastPassed, View::Ip(Some(ip))) => {
-                    cfg.broadcast == CFG_PASS && is_group_or_broadcast(ip.dst)
-                }
-                // No socket in the test's namespace, enforce mode: nothing else may pass.
-                _ => false,
-            };
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("passed as {reason:?}, but the stack sees {view:?}"))
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The corpus test
-
-#[test]
-fn hostile_corpus_gets_its_stated_verdicts_in_both_classifiers() {
-    Netns::new().run(|| {
-        let rules = rules();
-        let cfg = lenient();
-        let tables = build(&rules, cfg).expect("tables");
-        let mut b = Bench::new(&tables);
-        let corpus = corpus();
-        let mut firsts = HashMap::new();
-        let mut failures = Vec::new();
-        for case in &corpus.0 {
-            let parsed = parse(&case.frame);
-            let outcome = b.env.judge(&case.frame);
-            let mut problems = Vec::new();
-            if Want::of(outcome) != case.want {
-                problems.push(format!("reference: {outcome:?}"));
-            }
-            if let Err(e) = explained(outcome, &parsed, &case.frame, &cfg, &rules, &mut firsts) {
-                problems.push(format!("invariant: {e}"));
-            }
-            // The kernel refuses test runs shorter than an Ethernet header.
-            if case.frame.len() >= 14 {
-                let before = b.counters();
-                let action = b.dp.run(&case.frame);
-                let after = b.counters();
-                if action != case.want.action() {
-                    problems.push(format!("XDP action {action}"));
-                }
-                let moved: Vec<usize> = (0..after.len())
-                    .filter(|i| after[*i] != before[*i])
-                    .collect();
-                if moved != [counter_index(case.want)] {
-                    problems.push(format!(
-                        "XDP counted under {moved:?}, want [{}]",
-                        counter_index(case.want)
-                    ));
-                }
-            }
-            if !problems.is_empty() {
-                failures.push(format!(
-                    "{}: want {:?}; {}\n  frame: {:02x?}",
-                    case.name,
-                    case.want,
-                    problems.join("; "),
-                    case.frame
-                ));
-            }
-        }
-        println!("hostile corpus: {} cases", corpus.0.len());
-        assert!(
-            failures.is_empty(),
-            "{} of {} cases failed:\n{}",
-            failures.len(),
-            corpus.0.len(),
-            failures.join("\n")
-        );
-    });
-}
-
-// ---------------------------------------------------------------------------------------------
-// The campaign: mutated corpus frames
-
-const CAMPAIGN_FRAMES: usize = 200_000;
-/// Frames per loaded program: a fresh fragment table and counters every batch, well inside the
-/// fragment map's LRU capacity so that its evictions cannot make the two sides differ.
-const BATCH: usize = 20_000;
-
-/// Offsets where a header field starts in the common layouts (untagged, one tag, two tags).
-const HOT: [usize; 24] = [
-    12, 13, 14, 15, 16, 17, 18, 20, 21, 23, 30, 34, 36, 40, 46, 47, 54, 55, 56, 57, 58, 60, 62, 66,
-];
-const EXTREMES: [u8; 12] = [
-    0x00, 0xff, 0x0f, 0xf0, 0x45, 0x4f, 0x40, 0x60, 0x81, 0x88, 0x86, 0x2c,
-];
-
-fn mutate(r: &mut SmallRng, base: &[u8], other: &[u8]) -> Vec<u8> {
-    let mut f = base.to_vec();
-    for _ in 0..r.random_range(1..=4) {
-        match r.random_range(0..10) {
-            0 | 1 if !f.is_empty() => {
-                let i = r.random_range(0..f.len());
-                f[i] = r.random();
-            }
-            2 | 3 => {
-                let i = *HOT.choose(r).unwrap();
-                if i < f.len() {
-                    f[i] = *EXTREMES.choose(r).unwrap();
-                }
-            }
-            4 => {
-                let len = r.random_range(0..=f.len());
-                f.truncate(len);
-            }
-            5 => {
-                let at = r.random_range(0..=f.len());
-                let n = *[1usize, 2, 4, 8, 40].choose(r).unwrap();
-                let bytes: Vec<u8> = (0..n).map(|_| r.random()).collect();
-                f.splice(at..at, bytes);
-            }
-            6 if !f.is_empty() => {
-                let at = r.random_range(0..f.len());
-                let n = r.random_range(1..=8usize.min(f.len() - at));
-                f.drain(at..at + n);
-            }
-            // Duplicate a block: repeated VLAN tags, extension headers, IP headers.
-            7 if f.len() > 16 => {
-                let at = r.random_range(12..f.len());
-                let n = *[4usize, 8, 16, 20, 40].choose(r).unwrap();
-                let end = (at + n).min(f.len());
-                let block = f[at..end].to_vec();
-                f.splice(at..at, block);
-            }
-            // Splice: this frame's head onto another's tail.
-            8 => {
-                let cut = r.random_range(0..=f.len());
-                let from = r.random_range(0..=other.len());
-                f.truncate(cut);
-                f.extend_from_slice(&other[from..]);
-            }
-            // Ethertype or VLAN TPID swapped for another known one.
-            _ => {
-                let at = *[12usize, 16, 20].choose(r).unwrap();
-                if at + 2 <= f.len() {
-                    let et: u16 = *[0x0800u16, 0x86dd, 0x8100, 0x88a8, 0x0806]
-                        .choose(r)
-                        .unwrap();
-                    f[at..at + 2].copy_from_slice(&et.to_be_bytes());
-                }
-            }
-        }
-    }
-    f.truncate(1500);
-    f
-}
-
-#[test]
-fn mutated_hostile_frames_never_reach_a_closed_port() {
-    let seed: u64 = std::env::var("PORTGUARD_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    println!("hostile campaign seed: {seed} (replay with PORTGUARD_SEED={seed})");
-    let frames = Netns::new().run(move || campaign(seed));
-    assert_eq!(frames, CAMPAIGN_FRAMES);
-}
-
-fn campaign(seed: u64) -> usize {
-    let mut r = SmallRng::seed_from_u64(seed);
-    let corpus: Vec<Vec<u8>> = corpus().0.into_iter().map(|c| c.frame).collect();
-    let rules = rules();
-    let mut done = 0;
-    // Allowed by a rule, passed for another reason, dropped: evidence the campaign reaches all.
-    let mut tally = [0usize; 3];
-    for batch in 0..CAMPAIGN_FRAMES / BATCH {
-        let cfg = if batch % 2 == 0 { lenient() } else { strict() };
-        let tables = build(&rules, cfg).expect("tables");
-        let mut b = Bench::new(&tables);
-        let mut firsts = HashMap::new();
-        let mut want = vec![0u64; (TOO_BIG + 1 + REASON_COUNT) as usize];
-        for i in 0..BATCH {
-            let base = corpus.choose(&mut r).unwrap();
-            let other = corpus.choose(&mut r).unwrap();
-            let frame = mutate(&mut r, base, other);
-            let parsed = parse(&frame);
-            let outcome = b.env.judge(&frame);
-            let at = || format!("seed {seed}, batch {batch}, frame {i}");
-            if let Err(e) = explained(outcome, &parsed, &frame, &cfg, &rules, &mut firsts) {
-                panic!(
-                    "{}: {e}\n  reference: {outcome:?}\n  frame: {frame:02x?}",
-                    at()
-                );
-            }
-            if frame.len() < 14 {
-                continue;
-            }
-            want[counter_index(Want::of(outcome))] += 1;
-            tally[match outcome {
-                Outcome::Allow { .. } => 0,
-                Outcome::Pass(_) => 1,
-                Outcome::Deny { .. } => 2,
-            }] += 1;
-            let action = b.dp.run(&frame);
-            assert_eq!(
-                action,
-                Want::of(outcome).action(),
-                "{}: XDP action {action}, reference {outcome:?}\n  frame: {frame:02x?}",
-                at()
-            );
-        }
-        assert_eq!(
-            b.counters(),
-            want,
-            "seed {seed}, batch {batch}: XDP counters (rule slots 0..=6, then reasons) differ from the reference's"
-        );
-        done += BATCH;
-    }
-    let [allowed, passed, dropped] = tally;
-    println!(
-        "hostile campaign: {done} frames ({allowed} allowed by a rule, {passed} passed for another reason, {dropped} dropped), 0 unexplained passes, 0 disagreements"
-    );
-    done
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::scale::Point;
+use crate::scale::Point;
 
 /// Series: case key, legend, colour, dashed.
 const SERIES: [(&str, &str, &str, bool); 4] = [

@@ -26,7 +26,7 @@ use portguard::{
 use portguard_common::{config::Config, maps};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng, seq::SliceRandom as _};
 
-use super::{
+use crate::{
     datapath::{self, ReplyNs, Scenario},
     probe::{self, Case, Measured},
     report::{Report, table},
@@ -380,7 +380,7 @@ pub(crate) fn run(root: &Path) -> (Report, Vec<Point>) {
     let growth = growth_of("allowed_tcp_v4");
     let growth_all: Vec<(&str, f64)> = keys.iter().map(|(k, _)| (*k, growth_of(k))).collect();
     let mut md = format!(
-        "Synthetic policies (seeded, `tests/src/bench/scale.rs`): rule *i* opens tcp+udp port \
+        "Synthetic policies (seeded, `bench/src/scale.rs`): rule *i* opens tcp+udp port \
          10000+*i* to its share of random source prefixes (IPv4 in 198.19.0.0/16, lengths 24–32, \
          nested; IPv6 in 2001:db8:8000::/33, lengths 48–128), plus one fixed prefix per family \
          for the first rule (the denied source) and the last rule (the allowed source): allowed \

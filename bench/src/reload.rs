@@ -8,7 +8,6 @@
 
 use std::{
     fmt::Write as _,
-    net::SocketAddr,
     time::{Duration, Instant},
 };
 
@@ -17,10 +16,9 @@ use integration_tests::{
     net::Pair,
 };
 
-use super::report::{Report, table};
+use crate::report::{Report, table};
 
 const RELOADS: usize = 100;
-const GENEVE: u16 = 6081;
 
 /// The `pct`-th percentile (0-100) of sorted samples, nearest rank.
 fn percentile(sorted: &[f64], pct: usize) -> f64 {
@@ -32,10 +30,8 @@ fn reload_once(d: &Daemon) -> (f64, u64) {
     let before = d.state().expect("state")["reload"]["count"]
         .as_u64()
         .unwrap_or(0);
-    let pid = i32::try_from(d.pid().expect("daemon")).expect("pid");
     let started = Instant::now();
-    // SAFETY: kill(2) on the daemon this benchmark started.
-    unsafe { libc::kill(pid, libc::SIGHUP) };
+    d.sighup();
     loop {
         if let Some(s) = d.state()
             && s["reload"]["count"].as_u64().unwrap_or(0) > before
@@ -63,12 +59,7 @@ pub(crate) fn run() -> Report {
     let site_file = site(&pair, false);
     let d = Daemon::start(&pair.b, &site_file, &[]);
     listen(&pair, 22);
-    let stream = Stream::start(
-        &pair.a,
-        &pair.b,
-        SocketAddr::new(pair.b4, GENEVE),
-        Duration::from_micros(200),
-    );
+    let stream = Stream::geneve(&pair, Duration::from_micros(200));
     std::thread::sleep(Duration::from_millis(300));
     let mut wall = Vec::new();
     let mut switch = Vec::new();

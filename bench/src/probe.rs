@@ -7,7 +7,7 @@ use integration_tests::{DROP, PASS};
 use portguard::ebpf::{Datapath, NOOP_PROGRAM};
 use portguard_common::reason::Reason;
 
-use super::sys::thread_cpu_ns;
+use crate::sys::thread_cpu_ns;
 
 /// Runs of each program per measurement: the issue asks for at least a million.
 pub(crate) const REPEAT: u32 = 1_000_000;
