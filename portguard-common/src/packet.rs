@@ -125,6 +125,8 @@ pub mod ipproto {
     pub const HOPOPTS: u8 = 0;
     /// ICMP.
     pub const ICMP: u8 = 1;
+    /// IGMP.
+    pub const IGMP: u8 = 2;
     /// TCP.
     pub const TCP: u8 = 6;
     /// UDP.

@@ -174,6 +174,45 @@ fn lab_veeam_proxmox() {
     site_passes("veeam-proxmox");
 }
 
+/// A Proxmox VE node of a Ceph cluster backed up by Veeam: the node's own cluster traffic
+/// (corosync between nodes, the web UI from the admin network, live migration, Ceph), and the
+/// site's own rule for Prometheus, each delivered and counted on its rule.
+#[test]
+fn lab_proxmox_veeam_with_cluster_ceph_and_a_site_rule() {
+    let prefix = prefix();
+    let _down = Down(prefix.clone());
+    let site = example("proxmox-veeam");
+    let policies = policies_dir();
+    let (out, rows) = lab(
+        &prefix,
+        &[
+            "--site",
+            site.to_str().expect("path"),
+            "--policies",
+            policies.to_str().expect("path"),
+        ],
+    );
+    assert!(out.status.success(), "lab failed\n{}", text(&out));
+    check_rows("proxmox-veeam", &site, &rows, &out);
+    for rule in [
+        "PVE-COROSYNC",
+        "PVE-WEB",
+        "PVE-MIGRATION",
+        "PVE-CEPH-MON",
+        "PVE-CEPH-DAEMONS",
+        "SITE-PROMETHEUS",
+    ] {
+        assert!(
+            rows.iter()
+                .any(|r| r["rule"] == rule && r["result"] == "ok" && r["delivered"] == true),
+            "{rule}: no flow delivered and counted\n{}",
+            text(&out)
+        );
+    }
+    let left = leftovers(&prefix);
+    assert!(left.is_empty(), "left behind {left:?}");
+}
+
 #[test]
 fn lab_avi() {
     site_passes("avi");

@@ -164,7 +164,9 @@ impl Row {
         let others: Vec<String> = self
             .moved
             .iter()
-            .filter(|m| matches!(m.counter, Counter::Rule(_)) && m.counter != exp.counter)
+            .filter(|m| {
+                matches!(m.counter, Counter::Rule(_)) && m.counter != exp.counter && !m.background
+            })
             .map(|m| m.counter.to_string())
             .collect();
         if !others.is_empty() {

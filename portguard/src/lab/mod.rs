@@ -486,7 +486,12 @@ pub fn run(opts: &Options) -> Result<Summary, LabError> {
         paths.pin_dir.display(),
         paths.daemon_log().display()
     );
-    let observer = Observer::new(paths.pin_dir.clone(), &paths.run_dir, SETTLE)?;
+    let observer = Observer::new(
+        paths.pin_dir.clone(),
+        &paths.run_dir,
+        SETTLE,
+        observe::background_rules(&hp),
+    )?;
     let runner = Runner::new(&plan, &judge, &observer);
     let mut rows: Vec<Row> = Vec::new();
     for spec in &plan.flows {

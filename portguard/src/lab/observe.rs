@@ -31,6 +31,30 @@ pub struct Moved {
     pub counter: Counter,
     /// By how many packets.
     pub packets: u64,
+    /// A rule that also counts what nodes of any network send to multicast groups unasked
+    /// (router solicitations, MLD and IGMP reports): its count may include background.
+    pub background: bool,
+}
+
+/// The rules of `host` that also count background multicast: `ICMPv6` neighbour discovery and
+/// multicast listener messages, and IGMP. With broadcast and multicast judged by the rules (the
+/// default), the lab's own machines send these to groups the host is in, at times of their
+/// choosing.
+#[must_use]
+pub fn background_rules(host: &crate::compile::HostPolicy) -> std::collections::BTreeSet<String> {
+    use crate::policy::{Match, Proto};
+    let unasked = |t: u8| matches!(t, 130..=137 | 143);
+    host.rules
+        .iter()
+        .filter(|r| match &r.matches {
+            Match::Icmp { types, .. } => {
+                r.protos.contains(&Proto::Icmpv6) && types.iter().all(|t| t.clone().all(unasked))
+            }
+            Match::Protocol(n) => *n == portguard_common::packet::ipproto::IGMP,
+            Match::Ports(_) => false,
+        })
+        .map(|r| r.id.clone())
+        .collect()
 }
 
 /// Reads the daemon's pinned counters, naming slots with the rule ids of its state file.
@@ -40,6 +64,7 @@ pub struct Observer {
     ids: BTreeMap<u32, String>,
     slots: u32,
     settle: Duration,
+    background: std::collections::BTreeSet<String>,
 }
 
 impl Observer {
@@ -49,6 +74,7 @@ impl Observer {
         pin_dir: PathBuf,
         run_dir: &std::path::Path,
         settle: Duration,
+        background: std::collections::BTreeSet<String>,
     ) -> Result<Self, LabError> {
         let state = State::read(run_dir)?.ok_or_else(|| LabError::NoState(run_dir.to_owned()))?;
         let ids: BTreeMap<u32, String> = state
@@ -63,6 +89,7 @@ impl Observer {
             ids,
             slots,
             settle,
+            background,
         })
     }
 
@@ -110,6 +137,7 @@ impl Observer {
                 out.push(Moved {
                     counter: Counter::Rule(id.clone()),
                     packets: d,
+                    background: self.background.contains(id),
                 });
             }
         }
@@ -125,6 +153,7 @@ impl Observer {
                 out.push(Moved {
                     counter: Counter::Reason(r.name()),
                     packets: d,
+                    background: false,
                 });
             }
         }

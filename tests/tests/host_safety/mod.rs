@@ -261,7 +261,8 @@ fn rhv_manager(pair: &Pair, disabled: &str) -> Compiled {
     let site_toml = format!(
         "products = [\"rhv\"]\nmode = \"enforce\"\ndisabled_features = [{disabled}]\n\
          [roles]\n\"rhv.host\" = [\"{}/32\", \"{}/128\"]\n\
-         [failsafe]\nssh_from = [\"{ELSEWHERE}\"]\n",
+         [failsafe]\nssh_from = [\"{ELSEWHERE}\"]\n\
+         [host]\nroles = [\"rhv.manager\"]\n",
         pair.a4, pair.a6
     );
     compile(&site_toml, &["rhv.manager"], &[])

@@ -21,12 +21,7 @@ use std::collections::HashMap;
 
 use integration_tests::{TestDp, Twin, net::Netns, seed};
 use portguard::compile::tables::build;
-use portguard_common::{
-    classify::Outcome,
-    reason::REASON_COUNT,
-    reference::parse,
-    tables::Tables,
-};
+use portguard_common::{classify::Outcome, reason::REASON_COUNT, reference::parse, tables::Tables};
 use rand::{Rng, SeedableRng, rngs::SmallRng, seq::IndexedRandom};
 
 use self::{
