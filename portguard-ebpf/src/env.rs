@@ -30,6 +30,14 @@ use crate::maps::{
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
+/// Size of `bpf_fib_lookup`'s parameter block as the helper takes it (64 bytes).
+#[expect(
+    clippy::cast_possible_wrap,
+    clippy::cast_possible_truncation,
+    reason = "a 64-byte struct"
+)]
+const FIB_PARAMS_LEN: i32 = size_of::<bpf_fib_lookup>() as i32;
+
 /// `TCP_LISTEN` in `bpf_sock.state` (`include/net/tcp_states.h`).
 const TCP_LISTEN: u32 = 10;
 
@@ -178,14 +186,7 @@ fn fib_local(md: *mut xdp_md, p: &Packet) -> bool {
         }
     }
     // SAFETY: helper available to XDP since 4.18; params is a valid block of its size.
-    let rc = unsafe {
-        fib_lookup(
-            md.cast(),
-            &raw mut params,
-            size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
+    let rc = unsafe { fib_lookup(md.cast(), &raw mut params, FIB_PARAMS_LEN, 0) };
     !matches!(
         u32::try_from(rc),
         Ok(BPF_FIB_LKUP_RET_SUCCESS

@@ -55,19 +55,21 @@ pub(crate) fn parse(ctx: &XdpContext, p: &mut Packet) {
     let Some(eth) = ptr_at::<[u8; eth::LEN]>(ctx, 0).map(|h| unsafe { h.read_unaligned() }) else {
         if let Some(mac) = ptr_at::<[u8; 6]>(ctx, eth::DST) {
             // SAFETY: checked above.
-            p.cast = cast_of(&unsafe { mac.read_unaligned() });
+            p.dst_mac = unsafe { mac.read_unaligned() };
+            p.cast = cast_of(&p.dst_mac);
         }
         return;
     };
     let d = eth::DST;
-    p.cast = cast_of(&[
+    p.dst_mac = [
         eth[d],
         eth[d + 1],
         eth[d + 2],
         eth[d + 3],
         eth[d + 4],
         eth[d + 5],
-    ]);
+    ];
+    p.cast = cast_of(&p.dst_mac);
     let mut proto = u16::from_be_bytes([eth[eth::TYPE], eth[eth::TYPE + 1]]);
     let mut off = eth::LEN;
     for _ in 0..limits::MAX_VLAN_TAGS {

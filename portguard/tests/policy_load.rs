@@ -407,9 +407,9 @@ fn scratch_policy_resolves_and_defaults() {
         (p.audit.rate, p.audit.burst, p.audit.max_bytes, p.audit.keep),
         (100, 200, 10 * 1024 * 1024, 5)
     );
-    assert!(
-        !p.datapath.judge_broadcast && !p.datapath.drop_non_ip && !p.datapath.drop_not_for_host
-    );
+    // Broadcast and multicast are judged unless the site says otherwise: a wildcard socket
+    // takes them like unicast (issue #17).
+    assert!(p.datapath.judge_broadcast && !p.datapath.drop_non_ip && !p.datapath.drop_not_for_host);
     // P-2 (tcp/443 client -> server) is covered by P-1.
     let shadow = p
         .warnings

@@ -56,12 +56,23 @@ pub struct Daemon {
     netns: String,
     site: PathBuf,
     extra: Vec<String>,
+    umask: Option<libc::mode_t>,
 }
 
 impl Daemon {
     /// Start `portguard run --site site <extra>` in `ns` and wait until it is ready.
     #[must_use]
     pub fn start(ns: &Netns, site: &Path, extra: &[&str]) -> Self {
+        Self::start_inner(ns, site, extra, None)
+    }
+
+    /// Like [`Daemon::start`], with the daemon's umask set to `umask` (the test's own stays).
+    #[must_use]
+    pub fn start_with_umask(ns: &Netns, site: &Path, extra: &[&str], umask: u32) -> Self {
+        Self::start_inner(ns, site, extra, Some(umask as libc::mode_t))
+    }
+
+    fn start_inner(ns: &Netns, site: &Path, extra: &[&str], umask: Option<libc::mode_t>) -> Self {
         let run_dir = std::env::temp_dir().join(unique("pg-run-"));
         std::fs::create_dir_all(&run_dir).expect("run dir");
         let mut d = Daemon {
@@ -72,6 +83,7 @@ impl Daemon {
             netns: format!("/run/netns/{}", ns.name),
             site: site.to_owned(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            umask,
         };
         d.restart();
         d
@@ -98,6 +110,7 @@ impl Daemon {
             .open(&self.log)
             .expect("log file");
         let netns = self.netns.clone();
+        let umask = self.umask;
         let mut cmd = Command::new(binary());
         cmd.arg("run")
             .arg("--site")
@@ -113,10 +126,13 @@ impl Daemon {
             .stderr(log);
         // Only the network namespace changes: the daemon must see the host's bpffs, as it does
         // under systemd (`ip netns exec` would give it a private /sys without one).
-        // SAFETY: pre_exec runs in the child between fork and exec; open/setns are
+        // SAFETY: pre_exec runs in the child between fork and exec; open/setns/umask are
         // async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {
+                if let Some(mask) = umask {
+                    libc::umask(mask);
+                }
                 let f = std::fs::File::open(&netns)?;
                 if libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -322,6 +338,10 @@ impl Stream {
         let stop = Arc::new(AtomicBool::new(false));
         let arrived = Arc::new(AtomicU64::new(0));
         let rx = into.run(move || UdpSocket::bind(to).expect("bind stream receiver"));
+        // A buffer for seconds of the stream: a receiver thread starved on a loaded machine
+        // must not lose datagrams the firewall let through (SO_RCVBUFFORCE: root passes the
+        // machine's rmem_max).
+        force_recv_buffer(&rx, 8 << 20);
         rx.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("timeout");
         let (stop_flag, count) = (stop.clone(), arrived.clone());
@@ -378,6 +398,22 @@ impl Stream {
         let received = self.receiver.take().expect("receiver").join().expect("rx");
         (sent, received)
     }
+}
+
+/// `SO_RCVBUFFORCE` on `sock`: root may pass `net.core.rmem_max`.
+fn force_recv_buffer(sock: &UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: setsockopt on our own descriptor with an int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const bytes).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
 }
 
 impl Drop for Stream {

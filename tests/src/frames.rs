@@ -126,7 +126,7 @@ impl Frame {
     #[must_use]
     pub fn v4(src: [u8; 4], dst: [u8; 4], l4: L4) -> Self {
         Frame {
-            dst_mac: [0x02, 0, 0, 0, 0, 1],
+            dst_mac: crate::HOST_MAC,
             vlans: vec![],
             src: src.to_vec(),
             dst: dst.to_vec(),

@@ -153,8 +153,14 @@ pub fn reason_packets(dp: &Datapath, r: Reason) -> u64 {
         .packets
 }
 
-/// The two classifiers over the same tables and the same local addresses: the XDP program
-/// (through `BPF_PROG_TEST_RUN`) and the reference classifier, for tests that compare them.
+/// The MAC address [`Twin`] gives the host, and the one frames carry by default
+/// ([`frames::Frame`]): frames to it with an unknown address are judged as the kernel routes them.
+pub const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+
+/// The two classifiers over the same tables and the same host, for tests that compare them: the
+/// XDP program (through `BPF_PROG_TEST_RUN`) and the reference classifier. The host has
+/// [`HOST_MAC`], the given addresses, and the routes of a [`net::KnownRoutes`] namespace, which the
+/// calling thread must be in (the program asks the kernel's routing table of its namespace).
 #[derive(Debug)]
 pub struct Twin<'t> {
     /// The XDP program.
@@ -165,12 +171,20 @@ pub struct Twin<'t> {
 
 impl<'t> Twin<'t> {
     /// Load both with `tables`; `unicast` and `broadcast` are the host's addresses.
+    ///
+    /// # Panics
+    /// Outside a [`net::KnownRoutes`] namespace.
     #[must_use]
     pub fn new(tables: &'t Tables, unicast: &[IpAddr], broadcast: &[IpAddr]) -> Self {
+        assert!(
+            net::KnownRoutes::here(),
+            "Twin needs the known routing table of a net::KnownRoutes namespace: build it in KnownRoutes::run"
+        );
         let mut dp = TestDp::new(tables);
         dp.dp
             .set_local_addrs(unicast, broadcast)
             .expect("local addresses");
+        dp.dp.set_host_macs(&[HOST_MAC]).expect("host MACs");
         let mut env = RefEnv::new(tables);
         let locals = unicast.iter().map(|a| (a, LOCAL_UNICAST));
         for (addr, kind) in locals.chain(broadcast.iter().map(|a| (a, LOCAL_BROADCAST))) {
@@ -184,6 +198,13 @@ impl<'t> Twin<'t> {
             };
             env.local.insert(key, kind);
         }
+        env.host_macs.insert(HOST_MAC);
+        let (v4, v4_len) = net::FORWARDED_V4;
+        let mut wide = [0u8; 16];
+        wide[..4].copy_from_slice(&v4);
+        env.forwarded.push((Family::V4, wide, v4_len));
+        env.forwarded
+            .push((Family::V6, net::FORWARDED_V6.0, net::FORWARDED_V6.1));
         Twin { dp, env }
     }
 }

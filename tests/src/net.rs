@@ -118,6 +118,83 @@ impl Drop for Netns {
     }
 }
 
+/// The device of [`KnownRoutes`]'s forwarded prefixes.
+pub const FORWARD_DEV: &str = "pgfwd";
+/// IPv4 prefix a [`KnownRoutes`] namespace forwards (out of [`FORWARD_DEV`]).
+pub const FORWARDED_V4: ([u8; 4], u8) = ([198, 19, 200, 0], 24);
+/// IPv6 prefix a [`KnownRoutes`] namespace forwards: `2001:db8:f0::/48`.
+pub const FORWARDED_V6: ([u8; 16], u8) = (
+    [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0xf0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ],
+    48,
+);
+
+/// A namespace whose routing table is known: forwarding on, [`FORWARDED_V4`] and
+/// [`FORWARDED_V6`] routed out of a veth, nothing else. `bpf_fib_lookup` in a program
+/// test-run on a thread inside it gets answers the reference environment can mirror (the
+/// machine's own table, with its default route, would make every unknown address "forwarded").
+#[derive(Debug)]
+pub struct KnownRoutes(Netns);
+
+impl KnownRoutes {
+    /// Create it.
+    #[must_use]
+    pub fn new() -> Self {
+        let ns = Netns::new();
+        ns.exec(&["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"]);
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        // A veth pair (this kernel may lack the dummy driver); its other end only needs to
+        // be up for the route to be.
+        let other = format!("{FORWARD_DEV}1");
+        ns.exec(&[
+            "ip",
+            "link",
+            "add",
+            FORWARD_DEV,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &other,
+        ]);
+        ns.exec(&["ip", "link", "set", &other, "up"]);
+        ns.exec(&["ip", "link", "set", FORWARD_DEV, "up"]);
+        let v4 = format!(
+            "{}/{}",
+            std::net::Ipv4Addr::from(FORWARDED_V4.0),
+            FORWARDED_V4.1
+        );
+        let v6 = format!(
+            "{}/{}",
+            std::net::Ipv6Addr::from(FORWARDED_V6.0),
+            FORWARDED_V6.1
+        );
+        ns.exec(&["ip", "route", "add", &v4, "dev", FORWARD_DEV]);
+        ns.exec(&["ip", "-6", "route", "add", &v6, "dev", FORWARD_DEV]);
+        KnownRoutes(ns)
+    }
+
+    /// Run `f` on a thread inside it.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.0.run(f)
+    }
+
+    /// Whether the calling thread is inside a `KnownRoutes` namespace.
+    #[must_use]
+    pub fn here() -> bool {
+        let c = std::ffi::CString::new(FORWARD_DEV).expect("name");
+        // SAFETY: a valid NUL-terminated name.
+        unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+    }
+}
+
+impl Default for KnownRoutes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Move the calling thread into the network namespace at `path`.
 pub fn enter(path: &str) {
     let f = File::open(path).expect("open netns");

@@ -224,6 +224,55 @@ fn arp_non_ip_bridged_guests_and_broadcast_pass_by_default() {
     });
 }
 
+/// An address the local map does not hold is the host's when the frame is for the host's MAC
+/// and the kernel would not forward it: an `AnyIP` route here, an address added a moment ago,
+/// one on `lo`. The same address to another station's MAC is a guest's.
+#[test]
+fn unknown_addresses_sent_to_the_hosts_mac_are_judged_as_the_kernel_routes_them() {
+    in_ns(|| {
+        let out = std::process::Command::new("ip")
+            .args(["route", "add", "local", "198.19.77.0/24", "dev", "lo"])
+            .output()
+            .expect("ip route");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut t = setup();
+        let host_mac = [0x02, 0x70, 0x67, 0, 0, 9];
+        t.dp.set_host_macs(&[host_mac]).unwrap();
+        let anyip = [198, 19, 77, 5];
+        let mut to_host = Frame::v4(STRANGER4, anyip, tcp(23));
+        to_host.dst_mac = host_mac;
+        assert_eq!(
+            t.run(&to_host.build()),
+            DROP,
+            "AnyIP address, host MAC: judged"
+        );
+        assert_eq!(t.reason(Reason::PortNotOpen), 1);
+        let mut allowed = Frame::v4(PEER4, anyip, tcp(22));
+        allowed.dst_mac = host_mac;
+        assert_eq!(t.run(&allowed.build()), PASS, "and its rules apply");
+        let to_guest = Frame::v4(STRANGER4, anyip, tcp(23));
+        assert_eq!(
+            t.run(&to_guest.build()),
+            PASS,
+            "another station's MAC: a guest's"
+        );
+        assert_eq!(t.reason(Reason::NotForHost), 1);
+        // No route at all, forwarding off (a namespace's default): the kernel would drop it,
+        // so it is judged rather than passed.
+        let mut nowhere = Frame::v4(STRANGER4, [198, 19, 78, 5], tcp(23));
+        nowhere.dst_mac = host_mac;
+        assert_eq!(
+            t.run(&nowhere.build()),
+            DROP,
+            "unroutable, host MAC: judged"
+        );
+    });
+}
+
 #[test]
 fn vlan_tags_are_judged_like_untagged_and_a_third_tag_is_too_deep() {
     in_ns(|| {

@@ -8,7 +8,7 @@ use integration_tests::{
     DROP, PASS, Twin,
     addrs::BCAST4,
     frames::{Frame, L4},
-    net::Netns,
+    net::KnownRoutes,
 };
 use portguard::{
     compile::tables::{TableRule, build},
@@ -230,7 +230,9 @@ fn random_frame(r: &mut SmallRng, p: &Pools, recent_frag: &mut Option<Frame>) ->
                 m[15] = 1;
                 m
             }
-            _ => v6addr(r, 77),
+            8 => v6addr(r, 77),
+            // Routed on by the namespace (net::FORWARDED_V6).
+            _ => v6addr(r, 0xf0),
         };
         let mut f = Frame::v6(src, dst, l4);
         for _ in 0..r.random_range(0usize..9).saturating_sub(5) {
@@ -250,7 +252,9 @@ fn random_frame(r: &mut SmallRng, p: &Pools, recent_frag: &mut Option<Frame>) ->
             6 => [198, 18, 0, 255],
             7 => [255, 255, 255, 255],
             8 => [224, 0, 0, r.random()],
-            _ => [198, 18, 0, 77],
+            9 if r.random_bool(0.5) => [198, 18, 0, 77],
+            // Routed on by the namespace (net::FORWARDED_V4).
+            _ => [198, 19, 200, r.random()],
         };
         let mut f = Frame::v4(src, dst, l4);
         if r.random_bool(0.2) {
@@ -268,12 +272,15 @@ fn random_frame(r: &mut SmallRng, p: &Pools, recent_frag: &mut Option<Frame>) ->
             })
             .collect();
     }
-    if r.random_bool(0.1) {
-        f.dst_mac = if r.random_bool(0.5) {
-            [0xff; 6]
-        } else {
-            [0x01, 0, 0x5e, 0, 0, 1]
-        };
+    // Mostly the host's MAC (the default); sometimes a guest's behind the bridge, a group.
+    if r.random_bool(0.2) {
+        f.dst_mac = *[
+            [0x02, 0, 0, 0, 0, 0x99],
+            [0xff; 6],
+            [0x01, 0, 0x5e, 0, 0, 1],
+        ]
+        .choose(r)
+        .unwrap();
     }
     if r.random_bool(0.12) && !matches!(f.l4, L4::Raw { .. }) {
         f.frag = Some((r.random(), 0, true));
@@ -305,7 +312,7 @@ fn random_frame(r: &mut SmallRng, p: &Pools, recent_frag: &mut Option<Frame>) ->
 #[test]
 fn xdp_program_and_reference_classifier_agree() {
     let seed = integration_tests::seed("differential test");
-    let total = Netns::new().run(move || run(seed));
+    let total = KnownRoutes::new().run(move || run(seed));
     assert!(total >= 100_000, "ran {total} frames");
 }
 

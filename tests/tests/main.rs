@@ -13,6 +13,7 @@ mod daemon;
 mod daemon_audit;
 mod datapath;
 mod differential;
+mod fail_open;
 mod faults;
 mod host_safety;
 mod hostile;

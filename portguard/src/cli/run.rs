@@ -29,6 +29,8 @@ pub(super) fn run(
         status_group,
         datapath_log,
     } = extra;
+    // At boot, a missing site file fails the unit with this line in the journal.
+    super::site_exists(policy)?;
     let status_group = status_group.map(|g| group_id(&g)).transpose()?;
     daemon::run(daemon::Options {
         site: policy.site.clone(),

@@ -96,6 +96,15 @@ pub enum LinkError {
         #[source]
         source: AyaLinkError,
     },
+    /// A pinned link could not be read.
+    #[error("reading pinned link {path}")]
+    Read {
+        /// The pin.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn pin_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LinkError {
@@ -212,13 +221,7 @@ pub fn pinned(pin_dir: &Path) -> Result<Vec<String>, LinkError> {
 
 /// Kernel id of the program a pinned link runs, to tell whether it is the one expected.
 pub fn pinned_program_id(pin_dir: &Path, ifname: &str) -> Result<u32, LinkError> {
-    let link: FdLink = open(pin_dir, ifname)?.into();
-    let info = link.info().map_err(|source| LinkError::Link {
-        ifname: ifname.to_owned(),
-        what: "reading the link's info",
-        source,
-    })?;
-    Ok(info.program_id())
+    pinned_attachment(pin_dir, ifname).map(|a| a.program_id)
 }
 
 fn open(pin_dir: &Path, ifname: &str) -> Result<PinnedLink, LinkError> {
@@ -318,29 +321,72 @@ pub fn unpin(pin_dir: &Path, ifname: &str) -> Result<(), LinkError> {
     std::fs::remove_file(&path).map_err(pin_err("removing", &path))
 }
 
-/// `BPF_OBJ_GET` the link pinned at `path`, then `BPF_LINK_DETACH` it (aya has no call for it).
-fn link_detach(path: &Path) -> std::io::Result<()> {
-    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_LINK_DETACH: libc::c_long = 34;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // bpf_attr is a union of per-command structs; 128 zeroed bytes cover both used here.
-    let mut attr = [0u64; 16];
-    attr[0] = c_path.as_ptr() as u64;
-    // SAFETY: the attr buffer outlives the call and is larger than the kernel reads.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), 128) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us; OwnedFd closes it.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-    let mut attr = [0u64; 16];
-    attr[0] = u64::try_from(std::os::fd::AsRawFd::as_raw_fd(&fd)).unwrap_or(0);
-    // SAFETY: as above.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_DETACH, attr.as_mut_ptr(), 128) };
+/// bpf(2) commands aya has no call for.
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_DETACH: libc::c_long = 34;
+
+/// `bpf(cmd, attr)`; `bpf_attr` is a union of per-command structs, and 128 zeroed bytes cover
+/// every one used here.
+fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> std::io::Result<libc::c_long> {
+    // SAFETY: the attr buffer outlives the call and is larger than the kernel reads; pointers
+    // in it are the caller's and live as long as `attr`'s borrow.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), 128) };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(())
+    Ok(rc)
+}
+
+/// `BPF_OBJ_GET` the object pinned at `path`.
+fn obj_get(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut attr = [0u64; 16];
+    attr[0] = c_path.as_ptr() as u64;
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel just returned this fd to us; OwnedFd closes it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `BPF_OBJ_GET` the link pinned at `path`, then `BPF_LINK_DETACH` it.
+fn link_detach(path: &Path) -> std::io::Result<()> {
+    let fd = obj_get(path)?;
+    let mut attr = [0u64; 16];
+    attr[0] = u64::try_from(std::os::fd::AsRawFd::as_raw_fd(&fd)).unwrap_or(0);
+    bpf(BPF_LINK_DETACH, &mut attr).map(drop)
+}
+
+/// Where a pinned XDP link runs, as the kernel's link object says: independent of the
+/// network namespace the caller is in, and of interface names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attachment {
+    /// Program the link runs.
+    pub program_id: u32,
+    /// Interface it is attached to; 0 once the interface is gone or the link was detached.
+    pub ifindex: u32,
+}
+
+/// The attachment of the link pinned for `ifname` (`BPF_OBJ_GET_INFO_BY_FD`: aya's link info
+/// leaves out the per-type part that holds the interface).
+pub fn pinned_attachment(pin_dir: &Path, ifname: &str) -> Result<Attachment, LinkError> {
+    let path = link_pin(pin_dir, ifname);
+    let io = |source| LinkError::Read {
+        path: path.clone(),
+        source,
+    };
+    let fd = obj_get(&path).map_err(io)?;
+    // struct bpf_link_info: type, id, prog_id (u32 each), then the per-type union at byte 16,
+    // whose xdp member starts with the ifindex.
+    let mut info = [0u32; 16];
+    let mut attr = [0u64; 16];
+    attr[0] = u64::try_from(std::os::fd::AsRawFd::as_raw_fd(&fd)).unwrap_or(0)
+        | (u64::try_from(size_of_val(&info)).unwrap_or(0) << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map_err(io)?;
+    Ok(Attachment {
+        program_id: info[2],
+        ifindex: info[4],
+    })
 }

@@ -249,22 +249,37 @@ fn not_enforcing(state: Option<&State>, pin_dir: &Path) -> Vec<String> {
                 .to_owned(),
         );
     }
-    let Ok(links) = crate::host::links() else {
-        return why;
-    };
+    // The link objects say where they run whatever network namespace `status` is in; the
+    // interface's own view (netlink) is checked too where this namespace can see it.
+    let visible = crate::host::links().unwrap_or_default();
     for iface in &s.interfaces {
-        let pinned = crate::ebpf::links::pinned_program_id(pin_dir, &iface.name);
-        let runs = links
-            .iter()
-            .find(|l| l.index == iface.ifindex)
-            .and_then(|l| l.xdp_prog_id);
-        match pinned {
-            Ok(id) if runs == Some(id) => {}
-            Ok(id) => why.push(format!(
-                "{}: runs {} instead of program {id} (its link's)",
-                iface.name,
-                runs.map_or_else(|| "no XDP program".to_owned(), |r| format!("program {r}"))
+        match crate::ebpf::links::pinned_attachment(pin_dir, &iface.name) {
+            Ok(at) if at.ifindex == 0 => why.push(format!(
+                "{}: its link is detached (the interface is gone, or someone detached it)",
+                iface.name
             )),
+            Ok(at) if at.ifindex != iface.ifindex => why.push(format!(
+                "{}: its link runs on interface index {} instead of {}",
+                iface.name, at.ifindex, iface.ifindex
+            )),
+            Ok(at) => {
+                let seen = visible
+                    .iter()
+                    .find(|l| l.index == iface.ifindex && l.name == iface.name);
+                if let Some(l) = seen
+                    && l.xdp_prog_id != Some(at.program_id)
+                {
+                    why.push(format!(
+                        "{}: runs {} instead of program {} (its link's)",
+                        iface.name,
+                        l.xdp_prog_id.map_or_else(
+                            || "no XDP program".to_owned(),
+                            |r| format!("program {r}")
+                        ),
+                        at.program_id
+                    ));
+                }
+            }
             Err(e) if !permission_denied(&e) => {
                 why.push(format!("{}: its link pin is gone ({e})", iface.name));
             }

@@ -97,6 +97,12 @@ fn raw(proto: u8, bytes: Vec<u8>) -> L4 {
     L4::Raw { proto, bytes }
 }
 
+/// `f` sent to a guest's MAC (behind the host's bridge), not the host's.
+fn to_guest(mut f: Frame) -> Vec<u8> {
+    f.dst_mac = [0x02, 0, 0, 0, 0, 0x99];
+    f.build()
+}
+
 fn with(mut frame: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
     frame[at..at + bytes.len()].copy_from_slice(bytes);
     frame
@@ -851,12 +857,12 @@ fn ethertype_cases(c: &mut Corpus) {
 fn destination_cases(c: &mut Corpus) {
     c.add(
         "TCP to a guest behind the bridge, closed port",
-        Frame::v4(STRANGER4, GUEST4, tcp(23)).build(),
+        to_guest(Frame::v4(STRANGER4, GUEST4, tcp(23))),
         Want::Pass(NotForHost),
     );
     c.add(
         "malformed (IHL 3) to a guest",
-        with(Frame::v4(STRANGER4, GUEST4, tcp(23)).build(), IP, &[0x43]),
+        with(to_guest(Frame::v4(STRANGER4, GUEST4, tcp(23))), IP, &[0x43]),
         Want::Pass(NotForHost),
     );
     c.add(
@@ -873,8 +879,26 @@ fn destination_cases(c: &mut Corpus) {
                 tcp(23),
             );
             f.v6_ext = vec![(60, vec![0; 6]); 7];
-            f.build()
+            to_guest(f)
         },
+        Want::Pass(NotForHost),
+    );
+    // The host's MAC with an address the host has not (yet) got: the kernel would deliver it
+    // (an address added a moment ago, one on lo), so it is judged; one the host routes on is
+    // the kernel's to forward.
+    c.add(
+        "TCP to the host's MAC, an address it does not know, closed port",
+        Frame::v4(STRANGER4, GUEST4, tcp(23)).build(),
+        Want::Deny(PortNotOpen),
+    );
+    c.add(
+        "malformed (IHL 3) to the host's MAC and an unknown address",
+        with(Frame::v4(STRANGER4, GUEST4, tcp(23)).build(), IP, &[0x43]),
+        Want::Deny(Malformed),
+    );
+    c.add(
+        "TCP to the host's MAC, an address it routes on, closed port",
+        Frame::v4(STRANGER4, [198, 19, 200, 9], tcp(23)).build(),
         Want::Pass(NotForHost),
     );
     let mut bc = Frame::v4(STRANGER4, BCAST4, udp(9999));

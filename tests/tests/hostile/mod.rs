@@ -19,7 +19,7 @@ mod policy;
 
 use std::collections::HashMap;
 
-use integration_tests::{TestDp, Twin, net::Netns, seed};
+use integration_tests::{TestDp, Twin, net::KnownRoutes, seed};
 use portguard::compile::tables::build;
 use portguard_common::{classify::Outcome, reason::REASON_COUNT, reference::parse, tables::Tables};
 use rand::{Rng, SeedableRng, rngs::SmallRng, seq::IndexedRandom};
@@ -62,7 +62,7 @@ fn counter_index(want: Want) -> usize {
 
 #[test]
 fn hostile_corpus_gets_its_stated_verdicts_in_both_classifiers() {
-    Netns::new().run(|| {
+    KnownRoutes::new().run(|| {
         let rules = rules();
         let cfg = lenient();
         let tables = build(&rules, cfg).expect("tables");
@@ -198,7 +198,7 @@ fn mutate(r: &mut SmallRng, base: &[u8], other: &[u8]) -> Vec<u8> {
 #[test]
 fn mutated_hostile_frames_never_reach_a_closed_port() {
     let seed = seed("hostile campaign");
-    let frames = Netns::new().run(move || campaign(seed));
+    let frames = KnownRoutes::new().run(move || campaign(seed));
     assert_eq!(frames, CAMPAIGN_FRAMES);
 }
 
