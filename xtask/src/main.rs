@@ -4,6 +4,7 @@
 mod bench;
 mod fuzz;
 mod install;
+mod package;
 mod run;
 mod setup;
 
@@ -41,6 +42,10 @@ enum Task {
         #[arg(long)]
         destdir: Option<std::path::PathBuf>,
     },
+    /// Build the release binary (glibc >= 2.28, BPF object embedded) into target/release-dist/.
+    Release,
+    /// The release binary, then the .deb and .rpm packages, into target/release-dist/.
+    Package,
     /// Setup, then the benchmarks (needs root); results go to bench/results/.
     Bench {
         /// Which benchmark.
@@ -66,6 +71,8 @@ fn main() -> ExitCode {
         Task::Test { args } => test(&args),
         Task::Lint => lint(),
         Task::Install { prefix, destdir } => install::install(&prefix, destdir.as_deref()),
+        Task::Release => package::release().map(drop),
+        Task::Package => package::package(),
         Task::Bench { which } => bench::bench(&which),
         Task::Fuzz { secs, seed } => fuzz::fuzz(secs, seed),
     };
@@ -92,6 +99,9 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "--bins",
         "--tests",
     ])?;
+    // The packages test installs what `package` builds: the release binary (a second release
+    // build, through zig) and the .deb and .rpm around it.
+    package::package()?;
     let mut integ = vec!["test", "-p", "integration-tests", "--", "--test-threads=2"];
     integ.extend(args.iter().map(String::as_str));
     run::cargo(&integ)
