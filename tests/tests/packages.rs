@@ -328,13 +328,12 @@ fn deb_paths(deb: &Path) -> Vec<PathBuf> {
     paths
 }
 
-#[test]
-fn deb_installs_checks_runs_and_leaves_nothing_behind_when_purged() {
-    let deb = package("deb");
-    // The .deb's own facts first: depends on a libc6 no newer than the floor, conffile, scripts.
+/// The `.deb`'s control data: a libc6 dependency no newer than the floor, the site as a
+/// conffile, scripts that never start anything and detach on removal.
+fn check_deb_control(deb: &Path) {
     let depends = run(Command::new("dpkg-deb")
         .args(["-f"])
-        .arg(&deb)
+        .arg(deb)
         .arg("Depends"));
     assert!(depends.contains("libc6"), "Depends: {depends}");
     let newest = depends
@@ -355,7 +354,7 @@ fn deb_installs_checks_runs_and_leaves_nothing_behind_when_purged() {
         "Depends asks for libc6 {newest:?}: {depends}"
     );
     let ctrl = std::env::temp_dir().join(unique("pg-deb-ctl-"));
-    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&ctrl));
+    run(Command::new("dpkg-deb").arg("-e").arg(deb).arg(&ctrl));
     let conffiles = std::fs::read_to_string(ctrl.join("conffiles")).unwrap_or_default();
     let scripts: String = ["postinst", "prerm", "postrm"]
         .iter()
@@ -369,40 +368,10 @@ fn deb_installs_checks_runs_and_leaves_nothing_behind_when_purged() {
         "conffiles: {conffiles}"
     );
     assert_scripts_never_start(&scripts);
+}
 
-    // This machine must not hold a portguard the test would replace or detach.
-    assert!(
-        !dpkg_installed(),
-        "a portguard package is installed on this machine: the test installs and purges its \
-         own, so remove it first"
-    );
-    for p in [
-        "/usr/bin/portguard",
-        "/sys/fs/bpf/portguard",
-        "/run/portguard/state.json",
-    ] {
-        assert!(
-            !Path::new(p).exists(),
-            "{p} exists: portguard is installed or enforcing here outside a package; the test \
-             would remove it"
-        );
-    }
-    let paths = deb_paths(&deb);
-    let existed: BTreeSet<PathBuf> = paths.iter().filter(|p| p.exists()).cloned().collect();
-    let mut guard = Installed { backup: None };
-    if Path::new("/etc/portguard").exists() {
-        let backup = PathBuf::from(format!("/etc/portguard.{}", unique("pg-test-")));
-        std::fs::rename("/etc/portguard", &backup).expect("move /etc/portguard aside");
-        guard.backup = Some(backup);
-    }
-
-    run(Command::new("dpkg")
-        .arg("-i")
-        .arg(&deb)
-        .env("DEBIAN_FRONTEND", "noninteractive"));
-    assert!(dpkg_installed());
-
-    // Installed where the tools look by default.
+/// What the installed package put where the tools look by default, and that it started nothing.
+fn check_installed() {
     let bin = Path::new("/usr/bin/portguard");
     let version = run(Command::new(bin).arg("--version"));
     assert!(version.starts_with("portguard "), "{version}");
@@ -411,7 +380,7 @@ fn deb_installs_checks_runs_and_leaves_nothing_behind_when_purged() {
         .copied()
         .chain(["/usr/share/zsh/vendor-completions/_portguard"])
     {
-        let len = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+        let len = std::fs::metadata(f).map_or(0, |m| m.len());
         assert!(len > 0, "{f} missing or empty after install");
     }
     for f in policy_files() {
@@ -464,11 +433,14 @@ fn deb_installs_checks_runs_and_leaves_nothing_behind_when_purged() {
         !Path::new("/etc/systemd/system/multi-user.target.wants/portguard.service").exists(),
         "enabled after install"
     );
+}
 
-    // The admin starts it (by hand here: no systemd as PID 1) with the default paths.
-    let pair = Pair::new(61, 1500);
+/// `portguard run` of the installed binary in `pair.b`, on `pair.b_if`, with every default path
+/// (site, product files, pins, run directory, audit log), as the unit would start it.
+fn start_installed_daemon(pair: &Pair) -> RunningDaemon {
+    // By hand here (no systemd as PID 1).
     let netns = format!("/run/netns/{}", pair.b.name);
-    let mut cmd = Command::new(bin);
+    let mut cmd = Command::new("/usr/bin/portguard");
     cmd.args(["run", "--iface", &pair.b_if])
         .env_remove("PORTGUARD_PIN_DIR")
         .env_remove("PORTGUARD_RUN_DIR")
@@ -506,18 +478,55 @@ fn deb_installs_checks_runs_and_leaves_nothing_behind_when_purged() {
         );
         thread::sleep(Duration::from_millis(100));
     }
-    let xdp_on = |pair: &Pair| {
-        let out = run(Command::new("ip").args([
-            "-n",
-            &pair.b.name,
-            "-d",
-            "link",
-            "show",
-            "dev",
-            &pair.b_if,
-        ]));
-        out.contains("prog/xdp")
-    };
+    daemon
+}
+
+/// Whether an XDP program is attached to `pair.b_if`.
+fn xdp_on(pair: &Pair) -> bool {
+    let out =
+        run(Command::new("ip").args(["-n", &pair.b.name, "-d", "link", "show", "dev", &pair.b_if]));
+    out.contains("prog/xdp")
+}
+
+#[test]
+fn deb_installs_checks_runs_and_leaves_nothing_behind_when_purged() {
+    let deb = package("deb");
+    check_deb_control(&deb);
+    // This machine must not hold a portguard the test would replace or detach.
+    assert!(
+        !dpkg_installed(),
+        "a portguard package is installed on this machine: the test installs and purges its \
+         own, so remove it first"
+    );
+    for p in [
+        "/usr/bin/portguard",
+        "/sys/fs/bpf/portguard",
+        "/run/portguard/state.json",
+    ] {
+        assert!(
+            !Path::new(p).exists(),
+            "{p} exists: portguard is installed or enforcing here outside a package; the test \
+             would remove it"
+        );
+    }
+    let paths = deb_paths(&deb);
+    let existed: BTreeSet<PathBuf> = paths.iter().filter(|p| p.exists()).cloned().collect();
+    let mut guard = Installed { backup: None };
+    if Path::new("/etc/portguard").exists() {
+        let backup = PathBuf::from(format!("/etc/portguard.{}", unique("pg-test-")));
+        std::fs::rename("/etc/portguard", &backup).expect("move /etc/portguard aside");
+        guard.backup = Some(backup);
+    }
+
+    run(Command::new("dpkg")
+        .arg("-i")
+        .arg(&deb)
+        .env("DEBIAN_FRONTEND", "noninteractive"));
+    assert!(dpkg_installed());
+
+    check_installed();
+    let pair = Pair::new(61, 1500);
+    let mut daemon = start_installed_daemon(&pair);
     assert!(xdp_on(&pair), "the installed daemon attached nothing");
 
     // Purge: prerm stops the daemon and detaches, postrm removes /etc/portguard and the logs.

@@ -29,8 +29,8 @@ fn render(r: &Report) -> String {
     let _ = writeln!(out, "kernel {}\n", r.kernel);
     let _ = writeln!(
         out,
-        "{:<48} {:<8} {:<6} {:<9} {}",
-        "FEATURE", "STATUS", "SINCE", "NEED", "DETAIL"
+        "{:<48} {:<8} {:<6} {:<9} DETAIL",
+        "FEATURE", "STATUS", "SINCE", "NEED"
     );
     for p in &r.probes {
         let need = match p.feature.need() {

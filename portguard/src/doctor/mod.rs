@@ -853,7 +853,7 @@ mod tests {
         assert_eq!(features[Feature::ALL.len() - 1]["present"], false);
     }
 
-    /// Needs CAP_BPF (the test suite runs as root): the probes' "absent" is the kernel's own
+    /// Needs `CAP_BPF` (the test suite runs as root): the probes' "absent" is the kernel's own
     /// refusal, seen here for a helper and an attach type no kernel has.
     #[test]
     fn the_kernel_refuses_what_it_does_not_have_and_the_probe_says_absent() {

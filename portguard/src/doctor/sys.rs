@@ -73,7 +73,7 @@ pub(super) const HELPER_XDP_GET_BUFF_LEN: i32 = 188;
 
 /// `return XDP_PASS;`
 pub(super) fn xdp_pass() -> Vec<Insn> {
-    vec![mov_imm(0, XDP_PASS as i32), EXIT]
+    vec![mov_imm(0, XDP_PASS.cast_signed()), EXIT]
 }
 
 /// `return TC_ACT_OK;` (tc / tcx).
@@ -84,7 +84,7 @@ pub(super) fn tc_pass() -> Vec<Insn> {
 /// Call a helper that takes the context (or nothing) and returns a scalar, then pass.
 pub(super) fn xdp_call_scalar(helper: i32) -> Vec<Insn> {
     // r1 holds the context on entry; a helper that takes none ignores it.
-    vec![call(helper), mov_imm(0, XDP_PASS as i32), EXIT]
+    vec![call(helper), mov_imm(0, XDP_PASS.cast_signed()), EXIT]
 }
 
 /// Look a socket up with `helper` (`bpf_skc_lookup_tcp` or `bpf_sk_lookup_udp`) for an all-zero
@@ -108,7 +108,7 @@ pub(super) fn xdp_socket_lookup(helper: i32) -> Vec<Insn> {
         jeq_imm(0, 0, 2),
         mov_reg(1, 0),
         call(HELPER_SK_RELEASE),
-        mov_imm(0, XDP_PASS as i32),
+        mov_imm(0, XDP_PASS.cast_signed()),
         EXIT,
     ]
 }
@@ -162,6 +162,7 @@ impl Attr {
 }
 
 /// Run bpf(2); the attribute buffer and everything it points to must stay alive for the call.
+#[expect(clippy::cast_possible_wrap, reason = "the buffer is 128 bytes")]
 fn bpf(cmd: i64, attr: &mut Attr) -> io::Result<i64> {
     // SAFETY: `attr` is a valid, writable buffer of the size passed; every pointer stored in
     // it by the callers refers to memory that outlives this call.
