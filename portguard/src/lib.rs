@@ -1,13 +1,14 @@
 //! portguard: the documented port matrices of virtualization products, enforced with XDP.
 //!
 //! Layers, from the top down (nothing imports a layer above it): `cli` (one verb a file) ->
-//! `daemon` and `lab` -> `state`, `audit`, `compile`, `lockout` -> `policy`, `ebpf`, `host`,
+//! `daemon` and `lab` -> `state`, `audit`, `compile`, `lockout`, `doctor` -> `policy`, `ebpf`, `host`,
 //! `paths` -> `portguard_common`.
 
 pub mod audit;
 pub mod cli;
 pub mod compile;
 pub mod daemon;
+pub mod doctor;
 pub mod ebpf;
 pub mod host;
 pub mod lab;

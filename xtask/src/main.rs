@@ -4,6 +4,7 @@
 mod bench;
 mod fuzz;
 mod install;
+mod package;
 mod run;
 mod setup;
 
@@ -27,6 +28,11 @@ enum Task {
     /// Setup, then unit tests and the policy tests, then the privileged integration tests
     /// (needs root).
     Test {
+        /// Instead: build the release binary and the .deb and .rpm (`package`), then run the
+        /// tests that inspect and install them (`packages::`). Its own suite: the first run
+        /// on a machine compiles the packaging tools and zig's libc, which takes many minutes.
+        #[arg(long)]
+        packages: bool,
         /// Extra arguments for the integration test binary (e.g. a test name filter such as
         /// `hostile::`).
         #[arg(trailing_var_arg = true)]
@@ -43,6 +49,10 @@ enum Task {
         #[arg(long)]
         destdir: Option<std::path::PathBuf>,
     },
+    /// Build the release binary (glibc >= 2.28, BPF object embedded) into target/release-dist/.
+    Release,
+    /// The release binary, then the .deb and .rpm packages, into target/release-dist/.
+    Package,
     /// Setup, then the benchmarks (needs root); results go to bench/results/.
     Bench {
         /// Which benchmark.
@@ -65,9 +75,15 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Setup => setup::setup(),
         Task::Build => setup::setup().and_then(|()| run::cargo(&["build", "--workspace"])),
-        Task::Test { args } => test(&args),
+        Task::Test {
+            packages: true,
+            args,
+        } => package::package().and_then(|()| packages_test(&args)),
+        Task::Test { args, .. } => test(&args),
         Task::Lint => lint(),
         Task::Install { prefix, destdir } => install::install(&prefix, destdir.as_deref()),
+        Task::Release => package::release().map(drop),
+        Task::Package => package::package(),
         Task::Bench { which } => bench::bench(&which),
         Task::Fuzz { secs, seed } => fuzz::fuzz(secs, seed),
     };
@@ -106,6 +122,24 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "integration",
         "--",
         "--test-threads=2",
+    ];
+    integ.extend(args.iter().map(String::as_str));
+    run::cargo(&integ)
+}
+
+/// The tests of the packages `package` built (ignored in the default run, which builds none).
+fn packages_test(args: &[String]) -> anyhow::Result<()> {
+    setup::require_root("the packages test installs and purges the .deb")?;
+    let mut integ = vec![
+        "test",
+        "-p",
+        "integration-tests",
+        "--test",
+        "integration",
+        "packages::",
+        "--",
+        "--ignored",
+        "--test-threads=1",
     ];
     integ.extend(args.iter().map(String::as_str));
     run::cargo(&integ)

@@ -35,9 +35,32 @@ const PACKAGES: &[&str] = &[
     // `promtool` checks and unit-tests the alert rules in packaging/prometheus (tests). The
     // package's service is not started here (no systemd as PID 1; policy-rc.d in images).
     "prometheus",
-    // Debian's python3 with venv, for the Ansible tools below.
+    // Debian's python3 with venv, for the Ansible tools below and zig.
     "python3-venv",
+    // Packaging: `objdump -T` checks the release binary's glibc floor, `strip` shrinks it,
+    // dpkg-shlibdeps gives the .deb its libc6 dependency, `rpm` inspects the .rpm in the tests,
+    // man-db finds the installed man page.
+    "binutils",
+    "dpkg-dev",
+    "rpm",
+    "man-db",
 ];
+
+/// Cargo subcommands for `cargo xtask release` and `package`, at pinned versions: (crate,
+/// version). Each is installed with `cargo install --locked` when its `--version` does not
+/// name that version.
+const CARGO_TOOLS: &[(&str, &str)] = &[
+    // Links through zig against glibc 2.28's symbol versions (the release binary).
+    ("cargo-zigbuild", "0.24.1"),
+    ("cargo-deb", "3.8.0"),
+    ("cargo-generate-rpm", "0.21.1"),
+];
+
+/// The venv holding zig (`PyPI`'s `ziglang` wheel: the zig toolchain, with the glibc symbol
+/// lists cargo-zigbuild links against).
+const ZIG_VENV: &str = "/opt/portguard-ci/zig";
+/// The pinned zig.
+const ZIG_VERSION: &str = "0.15.2";
 
 /// The venv holding ansible-core and ansible-lint for the role's tests (tests/tests/ansible.rs
 /// finds them here). A fixed path outside the work tree, so every checkout shares one.
@@ -56,6 +79,14 @@ pub(crate) fn setup() -> anyhow::Result<()> {
     bpffs()?;
     ci_venv()?;
     Ok(())
+}
+
+/// What `cargo xtask release` and `package` need beyond [`setup`]: the cargo subcommands and
+/// zig. Not part of `setup`: compiling them takes many minutes, and only packaging uses them.
+pub(crate) fn packaging() -> anyhow::Result<()> {
+    setup()?;
+    cargo_tools()?;
+    zig_venv()
 }
 
 pub(crate) fn require_root(why: &str) -> anyhow::Result<()> {
@@ -198,7 +229,74 @@ fn ci_venv() -> anyhow::Result<()> {
     std::fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
 }
 
-fn workspace() -> PathBuf {
+/// The cargo subcommands of [`CARGO_TOOLS`], each at its pinned version.
+fn cargo_tools() -> anyhow::Result<()> {
+    for &(krate, version) in CARGO_TOOLS {
+        // The installed binary itself (`cargo zigbuild --version` is not a thing).
+        let current = output(krate, &["--version"]).unwrap_or_default();
+        if current.split_whitespace().any(|w| w == version) {
+            continue;
+        }
+        eprintln!("xtask setup: installing {krate} {version} (a few minutes)");
+        with_timeout(
+            Duration::from_secs(1500),
+            "cargo",
+            &["install", "--locked", krate, "--version", version],
+            &[],
+        )
+        .with_context(|| format!("installing {krate}"))?;
+    }
+    Ok(())
+}
+
+/// The zig executable of the pinned `ziglang` wheel, if it is installed.
+pub(crate) fn zig() -> Option<PathBuf> {
+    let lib = Path::new(ZIG_VENV).join("lib");
+    std::fs::read_dir(lib)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("site-packages/ziglang/zig"))
+        .find(|p| p.is_file())
+}
+
+/// zig from `PyPI` in its own venv (the system's Python stays untouched), at [`ZIG_VERSION`].
+fn zig_venv() -> anyhow::Result<()> {
+    if let Some(zig) = zig()
+        && output(&zig.display().to_string(), &["version"]).is_some_and(|v| v.trim() == ZIG_VERSION)
+    {
+        return Ok(());
+    }
+    require_root(&format!("creating the zig venv {ZIG_VENV}"))?;
+    eprintln!("xtask setup: installing zig {ZIG_VERSION} (PyPI ziglang) into {ZIG_VENV}");
+    let venv = Path::new(ZIG_VENV);
+    if !venv.join("bin/python").is_file() {
+        with_timeout(
+            Duration::from_secs(120),
+            "/usr/bin/python3",
+            &["-m", "venv", ZIG_VENV],
+            &[],
+        )
+        .context("creating the zig venv (Debian's python3-venv)")?;
+    }
+    with_timeout(
+        Duration::from_secs(900),
+        &venv.join("bin/pip").display().to_string(),
+        &[
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("ziglang=={ZIG_VERSION}"),
+        ],
+        &[],
+    )
+    .context("installing ziglang")?;
+    if zig().is_none() {
+        bail!("ziglang {ZIG_VERSION} installed, but no zig executable in {ZIG_VENV}");
+    }
+    Ok(())
+}
+
+pub(crate) fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")

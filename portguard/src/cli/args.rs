@@ -213,6 +213,13 @@ pub enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// Try each kernel feature portguard uses and say what runs without the missing ones
+    /// (exit 0: enforcement works, perhaps degraded; 1: it cannot; 2: not allowed to ask).
+    Doctor {
+        /// Output as JSON (stable field names).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions.
     #[command(hide = true)]
     Completions {

@@ -5,6 +5,7 @@ mod audit;
 mod check;
 mod compile;
 mod detach;
+mod doctor;
 mod explain;
 mod lab;
 mod reload;
@@ -159,6 +160,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Confirm { state } => trial::confirm(&state),
         Command::Status { state, json, watch } => status::run(&state, json, watch),
         Command::Detach { state } => detach::run(&state),
+        Command::Doctor { json } => doctor::run(json),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -179,7 +181,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// The man page: clap's sections, then EXIT STATUS and FILES, which clap cannot generate.
 pub fn man_page() -> std::io::Result<Vec<u8>> {
-    let man = clap_mangen::Man::new(Cli::command());
+    // Section 8: a system administration command (the unit says `man:portguard(8)`).
+    let man = clap_mangen::Man::new(Cli::command()).section("8");
     let mut out = Vec::new();
     man.render_title(&mut out)?;
     man.render_name_section(&mut out)?;

@@ -22,6 +22,9 @@ pub enum DaemonError {
         /// The capabilities missing, comma-separated.
         missing: String,
     },
+    /// The kernel lacks a feature portguard cannot run without (`portguard doctor` lists them).
+    #[error(transparent)]
+    Kernel(#[from] crate::doctor::Unsupported),
     /// A system call the daemon needs failed (capget, rtnetlink, signals, the runtime).
     #[error("{what}")]
     System {

@@ -114,6 +114,13 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
 /// the policy in force (or adopt it), and resume a trial a previous daemon left running.
 fn start(opts: Options) -> Result<Daemon, DaemonError> {
     system::check_capabilities()?;
+    // Before anything changes: a kernel that cannot run the datapath is said so in its own
+    // words (what is missing, since which version), not as a verifier log halfway through.
+    let kernel = crate::doctor::probe();
+    kernel.log();
+    if let Some(e) = kernel.fatal() {
+        return Err(e.into());
+    }
     let previous = match State::read(&opts.run_dir) {
         Ok(s) => s,
         Err(e) => {

@@ -19,6 +19,9 @@ pub enum LabError {
     /// bpffs is not where the daemon pins.
     #[error("/sys/fs/bpf is missing: mount bpffs (`cargo xtask setup` does)")]
     NoBpffs,
+    /// The kernel lacks a feature portguard cannot run without.
+    #[error(transparent)]
+    Kernel(#[from] crate::doctor::Unsupported),
     /// The name prefix cannot be used.
     #[error("--prefix `{prefix}`: {why}")]
     Prefix {

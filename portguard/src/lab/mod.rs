@@ -164,7 +164,12 @@ fn preflight() -> Result<(), LabError> {
     if !Path::new("/sys/fs/bpf").is_dir() {
         return Err(LabError::NoBpffs);
     }
-    Ok(())
+    let kernel = crate::doctor::probe();
+    kernel.log();
+    match kernel.fatal() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 /// Everything a lab created, removed on drop unless kept: on errors, on Ctrl-C (which turns
