@@ -13,6 +13,8 @@ pub const POLICIES_DIR: &str = "/usr/share/portguard/policies";
 pub const PIN_DIR: &str = "/sys/fs/bpf/portguard";
 /// Runtime state: rule names per slot, interfaces, policy version (`RuntimeDirectory=portguard`).
 pub const RUN_DIR: &str = "/run/portguard";
+/// What survives reboots: the last good policy (`StateDirectory=portguard`).
+pub const STATE_DIR: &str = "/var/lib/portguard";
 /// The audit log of denied flows (`LogsDirectory=portguard`); the site's `[audit] path`
 /// overrides it.
 pub const AUDIT_LOG: &str = "/var/log/portguard/audit.jsonl";

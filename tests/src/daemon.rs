@@ -120,6 +120,8 @@ impl Daemon {
             .args(&self.extra)
             .arg("--audit-log")
             .arg(self.audit_log())
+            .arg("--state-dir")
+            .arg(self.state_dir())
             .args(self.state_args())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -148,8 +150,11 @@ impl Daemon {
         let pid = self.pid().expect("spawned");
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
+            // Ready: its state names it, and its first self-test (the last step of its start,
+            // right before it tells systemd READY=1) is recorded.
             if let Some(state) = self.state()
                 && state["pid"] == pid
+                && state["health"]["at"].as_u64().unwrap_or(0) > 0
             {
                 return;
             }
@@ -164,6 +169,12 @@ impl Daemon {
             thread::sleep(Duration::from_millis(50));
         }
         panic!("portguard run not ready after 60 s:\n{}", self.log_text());
+    }
+
+    /// Its directory of what survives reboots (the last good policy), in its run directory.
+    #[must_use]
+    pub fn state_dir(&self) -> PathBuf {
+        self.run_dir.join("lib")
     }
 
     /// The audit log this daemon writes (in its run directory).

@@ -294,6 +294,8 @@ fn run_without_capabilities_names_what_is_missing_and_touches_nothing() {
         .arg(&pins)
         .arg("--run-dir")
         .arg(&run)
+        .arg("--state-dir")
+        .arg(std::path::Path::new(&run).join("state"))
         .output()
         .expect("setpriv (util-linux) runs the daemon with capabilities removed");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -565,6 +567,8 @@ fn run_with_a_broken_site_names_the_line_and_creates_nothing() {
         .arg(&pins)
         .arg("--run-dir")
         .arg(&run)
+        .arg("--state-dir")
+        .arg(std::path::Path::new(&run).join("state"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -619,7 +623,9 @@ fn an_interface_that_cannot_be_attached_is_reported_and_the_others_are_protected
         .arg("--pin-dir")
         .arg(&pins.0)
         .arg("--run-dir")
-        .arg(&run);
+        .arg(&run)
+        .arg("--state-dir")
+        .arg(std::path::Path::new(&run).join("state"));
     let out = pair.b.run(move || cmd.output().unwrap());
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{err}");
@@ -636,6 +642,8 @@ fn an_interface_that_cannot_be_attached_is_reported_and_the_others_are_protected
         .arg(&pins.0)
         .arg("--run-dir")
         .arg(&run)
+        .arg("--state-dir")
+        .arg(std::path::Path::new(&run).join("state"))
         .output();
     let _ = std::fs::remove_dir_all(&run);
 }

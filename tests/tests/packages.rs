@@ -321,6 +321,7 @@ fn deb_paths(deb: &Path) -> Vec<PathBuf> {
     paths.extend(
         [
             "/etc/portguard",
+            "/var/lib/portguard",
             "/var/log/portguard",
             "/run/portguard",
             "/sys/fs/bpf/portguard",

@@ -124,7 +124,11 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "--test-threads=2",
     ];
     integ.extend(args.iter().map(String::as_str));
-    run::cargo(&integ)
+    // A daemon a test starts without its own --state-dir must not leave a last good policy in
+    // this machine's /var/lib/portguard (nor find one there).
+    let scratch = setup::workspace().join("target/test-state");
+    let scratch = scratch.display().to_string();
+    run::cargo_env(&integ, &[("PORTGUARD_STATE_DIR", &scratch)])
 }
 
 /// The tests of the packages `package` built (ignored in the default run, which builds none).

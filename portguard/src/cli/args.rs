@@ -166,6 +166,10 @@ pub enum Command {
         /// Have the XDP program report frames it cannot parse, in this log (aya-log).
         #[arg(long)]
         datapath_log: bool,
+        /// Directory that survives reboots, for the last good policy: enforced at start when
+        /// the site file cannot be (`StateDirectory=portguard`).
+        #[arg(long, value_name = "DIR", default_value = crate::paths::STATE_DIR, env = "PORTGUARD_STATE_DIR")]
+        state_dir: PathBuf,
     },
     /// Ask the running daemon to reload the site policy, and report the outcome.
     Reload {

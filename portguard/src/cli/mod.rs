@@ -138,6 +138,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             audit_log,
             status_group,
             datapath_log,
+            state_dir,
         } => run::run(
             &policy,
             &host,
@@ -149,6 +150,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 audit_log,
                 status_group,
                 datapath_log,
+                state_dir,
             },
         ),
         Command::Reload { state, timeout } => reload::run(&state, timeout),
@@ -208,12 +210,17 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
              .TP\n{policies}\nThe product files.\n\
              .TP\n{pins}\nPinned links and maps (bpffs): the enforcement itself.\n\
              .TP\n{run}\nThe daemon's state and counter samples.\n\
+             .TP\n{state}/last-good\nA copy of the site file, its drop-ins and the product \
+             files of the last policy confirmed in force: \\fBrun\\fR enforces it when the site \
+             file is broken or missing (at boot, say), and \\fBstatus\\fR exits 1 until a \
+             reload puts the site file in force.\n\
              .TP\n{audit}\nThe audit log of denied flows.\n",
             site = paths::SITE_FILE,
             site_dir = "/etc/portguard",
             policies = paths::POLICIES_DIR,
             pins = paths::PIN_DIR,
             run = paths::RUN_DIR,
+            state = paths::STATE_DIR,
             audit = paths::AUDIT_LOG,
         )
         .as_bytes(),

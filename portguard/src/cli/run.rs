@@ -13,6 +13,7 @@ pub(super) struct Extra {
     pub(super) audit_log: Option<PathBuf>,
     pub(super) status_group: Option<String>,
     pub(super) datapath_log: bool,
+    pub(super) state_dir: PathBuf,
 }
 
 pub(super) fn run(
@@ -28,9 +29,17 @@ pub(super) fn run(
         audit_log,
         status_group,
         datapath_log,
+        state_dir,
     } = extra;
-    // At boot, a missing site file fails the unit with this line in the journal.
-    super::site_exists(policy)?;
+    // At boot, a missing site file fails the unit with this line in the journal; unless a last
+    // good policy was saved, which the daemon then enforces (and says why).
+    if let Err(e) = super::site_exists(policy)
+        && daemon::last_good::LastGood::new(&state_dir)
+            .current()
+            .is_none()
+    {
+        return Err(e);
+    }
     let status_group = status_group.map(|g| group_id(&g)).transpose()?;
     daemon::run(daemon::Options {
         site: policy.site.clone(),
@@ -43,6 +52,7 @@ pub(super) fn run(
         host_roles: host.host_roles.clone(),
         pin_dir: state.pin_dir.clone(),
         run_dir: state.run_dir.clone(),
+        state_dir,
         metrics,
         audit_log,
         status_group,

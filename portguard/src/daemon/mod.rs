@@ -12,6 +12,7 @@ mod audit_task;
 pub mod datapath_log;
 mod error;
 mod health;
+pub mod last_good;
 pub mod metrics;
 pub mod netwatch;
 mod reconcile;
@@ -40,8 +41,8 @@ use trial::until;
 
 /// How often counters are sampled for rates and last-hit times.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
-/// Changes reported by netlink arrive in bursts; wait this long for the burst to end before
-/// attaching to new interfaces (the datapath's view of addresses is refreshed at once).
+/// Changes reported by netlink arrive in bursts: after attaching at once, look again this long
+/// later for what the rest of the burst brought.
 const SETTLE: Duration = Duration::from_millis(200);
 /// The loopback interface's index, in every network namespace.
 const LOOPBACK_IFINDEX: u32 = 1;
@@ -64,6 +65,8 @@ pub struct Options {
     pub pin_dir: PathBuf,
     /// Directory of the state file and counter samples.
     pub run_dir: PathBuf,
+    /// Directory that survives reboots: the last good policy ([`last_good`]).
+    pub state_dir: PathBuf,
     /// Prometheus endpoint address.
     pub metrics: Option<std::net::SocketAddr>,
     /// Audit log path override (else the site's `[audit] path`).
@@ -129,8 +132,29 @@ fn start(opts: Options) -> Result<Daemon, DaemonError> {
         }
     };
     let mut daemon = Daemon::new(opts, previous);
-    // A policy that does not compile changes nothing, not even a directory.
-    let compiled = daemon.compile()?;
+    // A policy that does not compile changes nothing, not even a directory; unless a last good
+    // policy was saved, in which case the host enforces that rather than nothing (it booted
+    // with a broken site file, say) and says so.
+    let mut fallback = None;
+    let compiled = match daemon.compile() {
+        Ok(c) => c,
+        Err(e) => {
+            let Some(copy) = last_good::LastGood::new(&daemon.opts.state_dir).current() else {
+                return Err(e);
+            };
+            let why = format!(
+                "the site file cannot be put in force ({}); enforcing the last good policy {}                  (saved {}, from {}) until a reload succeeds",
+                chain(&e),
+                copy.meta.version,
+                state::report::rfc3339(copy.meta.saved_at).unwrap_or_default(),
+                copy.meta.site.display()
+            );
+            log::error!("{why}");
+            let c = daemon.compile_from(&copy.site, &copy.policies)?;
+            fallback = Some(why);
+            c
+        }
+    };
     let opts = &daemon.opts;
     system::ensure_pin_dir(&opts.pin_dir)?;
     // Only root (and the status group, when there is one) reads what is in force.
@@ -139,6 +163,7 @@ fn start(opts: Options) -> Result<Daemon, DaemonError> {
         state::share_with(&opts.run_dir, gid, 0o750)?;
     }
     daemon.apply(compiled)?;
+    daemon.state.last_good = fallback;
     // A trial survives a restart: its deadline still stands (else a crash would confirm it).
     match daemon.state.trial.clone() {
         Some(t) => {
@@ -149,7 +174,8 @@ fn start(opts: Options) -> Result<Daemon, DaemonError> {
                 t.previous_version
             );
         }
-        None => daemon.confirm(),
+        None if daemon.state.last_good.is_none() => daemon.confirm(),
+        None => daemon.write_state(),
     }
     daemon.check();
     Ok(daemon)
@@ -215,9 +241,14 @@ async fn serve(opts: Options) -> Result<(), DaemonError> {
                 if let Err(e) = daemon.refresh_host() {
                     log::error!("refreshing the host's addresses: {}", chain(&e));
                 }
-                tokio::time::sleep(SETTLE).await;
-                if let Err(e) = daemon.sync_interfaces() {
-                    log::error!("re-syncing interfaces and addresses: {}", chain(&e));
+                // Attach at once: a new interface carries traffic as soon as it is up with an
+                // address, and every millisecond before the program is on it is open. Then
+                // again once the burst of changes has settled, for what came with it.
+                for pass in [Duration::ZERO, SETTLE] {
+                    tokio::time::sleep(pass).await;
+                    if let Err(e) = daemon.sync_interfaces() {
+                        log::error!("re-syncing interfaces and addresses: {}", chain(&e));
+                    }
                 }
             }
             _ = ticks.tick() => {
@@ -280,6 +311,9 @@ impl Daemon {
         state.rules.retain(|r| r.active);
         state.pid = std::process::id();
         state.reload = state::ReloadEntry::default();
+        state.last_good = None;
+        // The health is this daemon's own findings: none until its first self-test.
+        state.health = state::HealthEntry::default();
         state.status_group = opts.status_group;
         let last_sample = SavedSample::read(&opts.run_dir).unwrap_or_default();
         Daemon {
@@ -298,7 +332,27 @@ impl Daemon {
     /// tables are built once, with the final slots.
     fn compile(&self) -> Result<Compiled, DaemonError> {
         let dir = crate::paths::policies_dir(self.opts.policies.as_deref());
-        let mut policy = policy::load(&self.opts.site, &dir)?;
+        self.compile_from(&self.opts.site, &dir)
+    }
+
+    /// The policy in force compiled again: the site file's, or the last good copy's while
+    /// that is what is enforced.
+    fn compile_in_force(&self) -> Result<Compiled, DaemonError> {
+        if self.state.last_good.is_some()
+            && let Some(copy) = last_good::LastGood::new(&self.opts.state_dir).current()
+        {
+            return self.compile_from(&copy.site, &copy.policies);
+        }
+        self.compile()
+    }
+
+    /// [`Daemon::compile`] of another site file and product directory (the last good copy).
+    fn compile_from(
+        &self,
+        site: &std::path::Path,
+        dir: &std::path::Path,
+    ) -> Result<Compiled, DaemonError> {
+        let mut policy = policy::load(site, dir)?;
         if let Some(m) = self.opts.mode {
             policy.mode = m;
         }
@@ -339,6 +393,10 @@ impl Daemon {
         let started = Instant::now();
         let count = self.state.reload.count + 1;
         let result = self.compile().and_then(|c| self.apply(c));
+        if result.is_ok() {
+            // The site file is in force again, not the last good copy.
+            self.state.last_good = None;
+        }
         self.state.reload.count = count;
         self.state.reload.at = state::now_secs();
         match result {
@@ -403,7 +461,7 @@ impl Daemon {
     fn check(&mut self) {
         if self.self_test() {
             log::warn!("re-attaching what the self-test found detached");
-            if let Err(e) = self.compile().and_then(|c| self.apply(c)) {
+            if let Err(e) = self.compile_in_force().and_then(|c| self.apply(c)) {
                 log::error!("re-attaching: {}", chain(&e));
             }
             self.self_test();

@@ -34,8 +34,9 @@ impl Daemon {
                 );
                 self.write_state();
             }
-            Some(_) => {}
-            None => self.confirm(),
+            // A reload that failed confirms nothing: the site on disk is not what is in force.
+            None if self.state.reload.error.is_none() => self.confirm(),
+            _ => {}
         }
     }
 
@@ -51,6 +52,15 @@ impl Daemon {
             if let Err(e) = saved {
                 log::warn!("saving the confirmed site file: {e}");
             }
+        }
+        // And across reboots: what the host enforces if it boots with a broken site file.
+        let products = crate::paths::policies_dir(self.opts.policies.as_deref());
+        let store = super::last_good::LastGood::new(&self.opts.state_dir);
+        if let Err(e) = store.save(&self.opts.site, &products, &self.state.policy_version) {
+            log::warn!(
+                "saving the last good policy in {}: {e}",
+                self.opts.state_dir.display()
+            );
         }
         self.write_state();
     }

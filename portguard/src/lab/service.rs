@@ -94,6 +94,8 @@ pub fn start(paths: &LabPaths, launch: &Launch<'_>) -> Result<Child, LabError> {
         .arg(&paths.pin_dir)
         .arg("--run-dir")
         .arg(&paths.run_dir)
+        .arg("--state-dir")
+        .arg(paths.run_dir.join("lib"))
         .arg("--audit-log")
         .arg(paths.audit_log())
         .stdin(Stdio::null())

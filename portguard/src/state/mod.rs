@@ -162,6 +162,9 @@ pub struct State {
     /// Interfaces selected but not attached (missing, or refused), with why.
     #[serde(default)]
     pub unattached: Vec<UnattachedEntry>,
+    /// In force is the last good policy, not the site file's: why (the site's error).
+    #[serde(default)]
+    pub last_good: Option<String>,
 }
 
 /// The daemon's last self-test: every selected interface runs the program in force, and that
@@ -199,6 +202,9 @@ impl State {
             .iter()
             .map(|u| format!("{}: not attached ({})", u.name, u.why))
             .collect();
+        if let Some(why) = &self.last_good {
+            out.push(why.clone());
+        }
         if let Some(e) = &self.reload.error {
             out.push(format!("the last reload failed: {e}"));
         }
