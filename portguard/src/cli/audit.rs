@@ -278,6 +278,7 @@ mod tests {
 
     fn flow() -> FlowRecord {
         FlowRecord {
+            origin: crate::audit::record::Origin::default(),
             first_seen: "2025-01-31T12:00:00Z".parse().unwrap(),
             last_seen: "2025-01-31T12:00:04.5Z".parse().unwrap(),
             interface: Some("eth1".into()),
@@ -286,6 +287,7 @@ mod tests {
             src: Some("198.18.1.7".parse().unwrap()),
             dst: Some("198.18.0.1".parse().unwrap()),
             proto: Some("tcp".into()),
+            proto_number: Some(6),
             sport: Some(40_000),
             dport: Some(23),
             icmp_type: None,
@@ -304,6 +306,7 @@ mod tests {
         let recs = [
             Record::Flow(flow()),
             Record::Summary(crate::audit::record::SummaryRecord {
+                origin: crate::audit::record::Origin::default(),
                 time: "2025-01-31T12:00:05Z".parse().unwrap(),
                 emitted: 1,
                 suppressed: 2,

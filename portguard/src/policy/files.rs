@@ -204,10 +204,20 @@ pub(crate) struct DatapathSection {
     pub(crate) not_for_host: Option<PassDrop>,
 }
 
+/// `[audit] sink = ...`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SinkSpec {
+    File,
+    Journal,
+    Both,
+}
+
 /// `[audit]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditSection {
+    pub(crate) sink: Option<SinkSpec>,
     pub(crate) path: Option<Spanned<PathBuf>>,
     pub(crate) rate: Option<Spanned<u32>>,
     pub(crate) burst: Option<Spanned<u32>>,
@@ -283,12 +293,14 @@ impl SiteFile {
         self.datapath.non_ip = non_ip.or(self.datapath.non_ip);
         self.datapath.not_for_host = not_for_host.or(self.datapath.not_for_host);
         let AuditSection {
+            sink,
             path,
             rate,
             burst,
             max_bytes,
             keep,
         } = audit;
+        self.audit.sink = sink.or(self.audit.sink);
         self.audit.path = path.or(self.audit.path.take());
         self.audit.rate = rate.or(self.audit.rate.take());
         self.audit.burst = burst.or(self.audit.burst.take());
