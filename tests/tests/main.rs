@@ -17,5 +17,6 @@ mod faults;
 mod host_safety;
 mod hostile;
 mod lab;
+mod metrics;
 mod packaging;
 mod prometheus_rules;
