@@ -16,6 +16,7 @@ mod differential;
 mod faults;
 mod host_safety;
 mod hostile;
+mod journal;
 mod lab;
 mod metrics;
 mod packaging;
