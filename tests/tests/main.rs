@@ -21,3 +21,4 @@ mod lab;
 mod metrics;
 mod packaging;
 mod prometheus_rules;
+mod suggest;

@@ -10,6 +10,7 @@ mod lab;
 mod reload;
 mod run;
 mod status;
+mod suggest;
 mod trial;
 
 use std::{io::Write as _, process::ExitCode};
@@ -111,27 +112,6 @@ fn stderr_is_journal() -> bool {
     // SAFETY: fd 2 is only inspected; a closed one makes fstat fail.
     let rc = unsafe { libc::fstat(2, &raw mut st) };
     rc == 0 && st.st_dev == dev && st.st_ino == ino
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fatal_errors_carry_the_error_priority_on_every_line_under_journald() {
-        let e = anyhow::anyhow!("site.toml:3:1: unknown role\nsite.toml:9:5: bad port")
-            .context("the site policy has errors");
-        assert_eq!(
-            fatal_message(&e, true),
-            "<3>portguard: error: the site policy has errors: site.toml:3:1: unknown role\n\
-             <3>site.toml:9:5: bad port\n"
-        );
-        assert_eq!(
-            fatal_message(&e, false),
-            "portguard: error: the site policy has errors: site.toml:3:1: unknown role\n\
-             site.toml:9:5: bad port\n"
-        );
-    }
 }
 
 /// The exit status of every verb: 0 when all is well, [`EXIT_POLICY`] when the policy (or the
@@ -245,6 +225,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(args) => audit::run(&args),
+        Command::Suggest(args) => suggest::run(&args),
         Command::Lab(args) => lab::run(&args),
     }
 }
@@ -318,4 +299,25 @@ fn host_policy(
 ) -> anyhow::Result<HostPolicy> {
     let roles = crate::compile::host_roles(policy, &host.host_roles, dst)?;
     Ok(for_host(policy, &roles)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fatal_errors_carry_the_error_priority_on_every_line_under_journald() {
+        let e = anyhow::anyhow!("site.toml:3:1: unknown role\nsite.toml:9:5: bad port")
+            .context("the site policy has errors");
+        assert_eq!(
+            fatal_message(&e, true),
+            "<3>portguard: error: the site policy has errors: site.toml:3:1: unknown role\n\
+             <3>site.toml:9:5: bad port\n"
+        );
+        assert_eq!(
+            fatal_message(&e, false),
+            "portguard: error: the site policy has errors: site.toml:3:1: unknown role\n\
+             site.toml:9:5: bad port\n"
+        );
+    }
 }
