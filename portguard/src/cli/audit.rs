@@ -40,8 +40,10 @@ pub(super) fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         // The daemon creates its log when it starts: no log means no daemon writes here.
         anyhow::bail!(
             "no audit log at {} (is portguard running? the site's [audit] path, or --log, says \
-             where it writes)",
-            log.display()
+             where it writes; with [audit] sink = \"journal\" records are in the journal: \
+             journalctl MESSAGE_ID={})",
+            log.display(),
+            crate::audit::journal::FLOW_MESSAGE_ID
         );
     }
     let records = query::read(&log, &filter)?;

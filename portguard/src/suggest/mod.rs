@@ -758,3 +758,147 @@ fn render_review(out: &mut String, s: &Suggestions) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::Origin;
+
+    fn flow(src: &str, dport: u16, reason: &str, rule: Option<&str>, count: u64) -> Record {
+        Record::Flow(FlowRecord {
+            origin: Origin::default(),
+            first_seen: "2026-11-28T10:00:00Z".parse().unwrap(),
+            last_seen: "2026-12-01T09:00:00Z".parse().unwrap(),
+            interface: Some("eth1".into()),
+            ifindex: 2,
+            vlan: None,
+            src: Some(src.parse().unwrap()),
+            dst: Some("198.18.60.2".parse().unwrap()),
+            proto: Some("tcp".into()),
+            proto_number: Some(6),
+            sport: Some(40_000),
+            dport: Some(dport),
+            icmp_type: None,
+            icmp_code: None,
+            tcp_flags: Some("S".into()),
+            reason: reason.into(),
+            rule: rule.map(Into::into),
+            would_deny: true,
+            count,
+            bytes: count * 60,
+        })
+    }
+
+    #[test]
+    fn proposes_the_mapping_and_the_feature_and_leaves_the_rest() {
+        let dir = std::env::temp_dir().join(format!("pg-suggest-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let site = dir.join("site.toml");
+        std::fs::write(
+            &site,
+            "products = [\"rhv\"]\nmode = \"audit\"\n\n[roles]\n\
+             \"rhv.manager\" = [\"198.18.60.1/32\"]\n\
+             \"rhv.host\" = [\"198.18.60.1/32\", \"198.18.60.2/32\"]\n\
+             \"rhv.vm-portal-client\" = [\"198.18.60.100/32\"]\n\n\
+             [host]\nroles = [\"rhv.host\"]\n",
+        )
+        .unwrap();
+        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let records = [
+            flow("198.18.4.7", 5900, "no-source-role", Some("RHV-H5"), 300),
+            flow("198.18.4.7", 5901, "no-source-role", Some("RHV-H5"), 12),
+            flow("198.18.60.1", 2223, "port-not-open", None, 4),
+            flow("198.18.60.1", 23, "port-not-open", None, 2),
+        ];
+        let s = suggest(&Input {
+            site: &site,
+            policies: &policies,
+            host_roles: &[],
+            records: &records,
+            since: "2026-11-20T00:00:00Z".parse().unwrap(),
+            state: None,
+            sample: None,
+        })
+        .unwrap();
+        assert_eq!(s.flows, 4);
+        assert_eq!(s.mappings.len(), 1, "{s:#?}");
+        let m = &s.mappings[0];
+        assert_eq!(
+            (m.source.to_string(), m.role.as_str(), m.rule.as_str()),
+            ("198.18.4.7".into(), "rhv.vm-portal-client", "RHV-H5")
+        );
+        assert_eq!(m.alternatives, ["rhv.admin-portal-client"]);
+        assert_eq!(m.seen.packets, 312);
+        assert_eq!(m.seen.describe(), "312 packets over 2 days");
+        assert_eq!(s.features.len(), 1, "{s:#?}");
+        assert_eq!(s.features[0].feature, "serial-console");
+        assert_eq!(s.features[0].rules, ["RHV-H2"]);
+        assert!(s.blocked.is_empty(), "{:?}", s.blocked);
+        assert_eq!(
+            s.unexplained,
+            [("198.18.60.1".parse().unwrap(), "tcp/23".to_owned(), 2)]
+        );
+        assert_eq!(s.idle, None);
+        assert!(
+            s.diff.contains("+features = [\"serial-console\"]"),
+            "{}",
+            s.diff
+        );
+        assert!(
+            s.diff
+                .contains("+\"rhv.vm-portal-client\" = [\"198.18.60.100/32\", \"198.18.4.7/32\"]"),
+            "{}",
+            s.diff
+        );
+        let text = render(&s);
+        assert!(text.contains(
+            "198.18.4.7 -> tcp/5900, tcp/5901 (RHV-H5), 312 packets over 2 days: add it to \
+             `rhv.vm-portal-client` (or: rhv.admin-portal-client)"
+        ));
+        assert!(text.contains("tcp/2223 from 198.18.60.1 (rhv.host, rhv.manager) (RHV-H2)"));
+        // Records already allowed by the site as it is are not proposed again.
+        let mut applied = SiteEdit::read(&site).unwrap();
+        applied.enable_feature("serial-console");
+        for (path, text) in applied.changed() {
+            std::fs::write(path, text).unwrap();
+        }
+        let again = suggest(&Input {
+            site: &site,
+            policies: &policies,
+            host_roles: &[],
+            records: &records,
+            since: "2026-11-20T00:00:00Z".parse().unwrap(),
+            state: None,
+            sample: None,
+        })
+        .unwrap();
+        assert!(again.features.is_empty(), "{again:#?}");
+        assert_eq!(again.already_allowed.packets, 4);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn records_become_classifier_flows() {
+        let Record::Flow(mut f) = flow("198.18.4.7", 5900, "port-not-open", None, 1) else {
+            unreachable!()
+        };
+        let got = flow_of(&f).unwrap();
+        assert_eq!(
+            (got.proto, got.dport, got.sport),
+            (Proto::Tcp, 5900, 40_000)
+        );
+        (f.proto, f.proto_number, f.dport, f.icmp_type, f.icmp_code) =
+            (Some("icmp".into()), Some(1), None, Some(8), Some(0));
+        assert_eq!(
+            flow_of(&f).map(|x| (x.proto, x.dport)),
+            Some((Proto::Icmp, 8 << 8))
+        );
+        (f.proto, f.proto_number) = (Some("gre".into()), Some(47));
+        assert_eq!(
+            flow_of(&f).map(|x| (x.proto, x.dport)),
+            Some((Proto::Ip, 47))
+        );
+        f.src = None;
+        assert_eq!(flow_of(&f), None);
+    }
+}
