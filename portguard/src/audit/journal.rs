@@ -9,8 +9,9 @@
 
 use std::{
     fmt::Write as _,
-    sync::mpsc::{self, SyncSender, TrySendError},
+    sync::mpsc::{self, Receiver, SyncSender, TrySendError},
     thread,
+    time::Duration,
 };
 
 use libsystemd::logging::{Priority, journal_send};
@@ -26,11 +27,15 @@ pub const SUMMARY_MESSAGE_ID: &str = "e5bee386e3e04e00853d37cf5b4bc36b";
 
 /// Windows of records queued for the sending thread before batches are dropped.
 const QUEUE: usize = 64;
+/// How long a sink that is dropped (the daemon stopping) waits for its last records to go out.
+const LAST_WORDS: Duration = Duration::from_secs(2);
 
 /// The journal as an audit sink.
 #[derive(Debug)]
 pub struct JournalSink {
-    queue: SyncSender<Vec<Record>>,
+    queue: Option<SyncSender<Vec<Record>>>,
+    /// Closed by the sending thread when it has sent everything queued.
+    done: Receiver<()>,
 }
 
 impl JournalSink {
@@ -38,9 +43,11 @@ impl JournalSink {
     /// systemd) shows as errors in the daemon's log when records are sent.
     pub fn start() -> std::io::Result<Self> {
         let (queue, batches) = mpsc::sync_channel::<Vec<Record>>(QUEUE);
+        let (finished, done) = mpsc::channel::<()>();
         thread::Builder::new()
             .name("audit-journal".into())
             .spawn(move || {
+                let _finished = finished;
                 for batch in batches {
                     let mut failed = 0;
                     let mut last = None;
@@ -57,13 +64,17 @@ impl JournalSink {
                     }
                 }
             })?;
-        Ok(JournalSink { queue })
+        Ok(JournalSink {
+            queue: Some(queue),
+            done,
+        })
     }
 
     /// Queue one window's records. Never blocks: when the sending thread is that far behind,
     /// the window is dropped and said so.
     pub fn send(&self, records: &[Record]) {
-        match self.queue.try_send(records.to_vec()) {
+        let Some(queue) = &self.queue else { return };
+        match queue.try_send(records.to_vec()) {
             Ok(()) => {}
             Err(TrySendError::Full(batch)) => log::error!(
                 "audit: the journal is {QUEUE} windows behind; {} records not sent",
@@ -74,6 +85,15 @@ impl JournalSink {
                 batch.len()
             ),
         }
+    }
+}
+
+impl Drop for JournalSink {
+    /// Let the last window's records go out (a stopping daemon flushes one), waiting a bounded
+    /// time: a stalled journal must not hold up the stop.
+    fn drop(&mut self) {
+        self.queue = None;
+        let _ = self.done.recv_timeout(LAST_WORDS);
     }
 }
 

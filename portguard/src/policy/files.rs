@@ -535,4 +535,32 @@ mod tests {
         let (_, errors) = read_site("products = [\"rhv\"\nmode = = \"x\"\n");
         assert!(!errors.is_empty());
     }
+
+    #[test]
+    fn audit_sinks_and_a_wrong_one_located() {
+        let (site, errors) = read_site("[audit]\nsink = \"both\"\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(site.audit.sink, Some(SinkSpec::Both));
+        let mut base = read_site("[audit]\nsink = \"journal\"\n").0;
+        base.merge(read_site("[audit]\nrate = 1\n").0);
+        assert_eq!(
+            base.audit.sink,
+            Some(SinkSpec::Journal),
+            "kept by a later file"
+        );
+        base.merge(read_site("[audit]\nsink = \"file\"\n").0);
+        assert_eq!(
+            base.audit.sink,
+            Some(SinkSpec::File),
+            "a later file overrides"
+        );
+        let text = "[audit]\nsink = \"syslog\"\n";
+        let (_, errors) = read_site(text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].message.contains("syslog"), "{errors:?}");
+        assert!(
+            text[errors[0].span.clone()].contains("syslog"),
+            "{errors:?}"
+        );
+    }
 }
