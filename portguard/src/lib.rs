@@ -1,8 +1,8 @@
 //! portguard: the documented port matrices of virtualization products, enforced with XDP.
 //!
 //! Layers, from the top down (nothing imports a layer above it): `cli` (one verb a file) ->
-//! `daemon` and `lab` -> `state`, `audit`, `compile`, `lockout`, `doctor` -> `policy`, `ebpf`, `host`,
-//! `paths` -> `portguard_common`.
+//! `daemon`, `lab` and `suggest` -> `state`, `audit`, `compile`, `lockout`, `doctor` ->
+//! `policy`, `ebpf`, `host`, `paths` -> `portguard_common`.
 
 pub mod audit;
 pub mod cli;
@@ -16,6 +16,7 @@ pub mod lockout;
 pub mod paths;
 pub mod policy;
 pub mod state;
+pub mod suggest;
 
 /// The compiled XDP object (built by build.rs).
 pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portguard"));

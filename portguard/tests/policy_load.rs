@@ -403,6 +403,7 @@ fn scratch_policy_resolves_and_defaults() {
         vec!["198.18.1.10/32", "2001:db8::10/128"]
     );
     assert_eq!(p.audit.path, Path::new("/var/log/portguard/audit.jsonl"));
+    assert_eq!(p.audit.sink, policy::AuditSink::File);
     assert_eq!(
         (p.audit.rate, p.audit.burst, p.audit.max_bytes, p.audit.keep),
         (100, 200, 10 * 1024 * 1024, 5)

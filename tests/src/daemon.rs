@@ -17,6 +17,7 @@ use std::{
 
 use crate::{
     PinDir,
+    journal::{JournalLink, Journald},
     net::{Netns, Pair},
     unique,
 };
@@ -57,22 +58,30 @@ pub struct Daemon {
     site: PathBuf,
     extra: Vec<String>,
     umask: Option<libc::mode_t>,
+    /// Log to this journald as a service does: in its mount namespace, stderr its stream.
+    journal: Option<JournalLink>,
 }
 
 impl Daemon {
     /// Start `portguard run --site site <extra>` in `ns` and wait until it is ready.
     #[must_use]
     pub fn start(ns: &Netns, site: &Path, extra: &[&str]) -> Self {
-        Self::start_inner(ns, site, extra, None)
+        Self::start_inner(ns, site, extra, None, None)
     }
 
     /// Like [`Daemon::start`], with the daemon's umask set to `umask` (the test's own stays).
     #[must_use]
     pub fn start_with_umask(ns: &Netns, site: &Path, extra: &[&str], umask: u32) -> Self {
-        Self::start_inner(ns, site, extra, Some(umask as libc::mode_t))
+        Self::start_inner(ns, site, extra, Some(umask as libc::mode_t), None)
     }
 
-    fn start_inner(ns: &Netns, site: &Path, extra: &[&str], umask: Option<libc::mode_t>) -> Self {
+    fn start_inner(
+        ns: &Netns,
+        site: &Path,
+        extra: &[&str],
+        umask: Option<libc::mode_t>,
+        journal: Option<&Journald>,
+    ) -> Self {
         let run_dir = std::env::temp_dir().join(unique("pg-run-"));
         std::fs::create_dir_all(&run_dir).expect("run dir");
         let mut d = Daemon {
@@ -84,9 +93,19 @@ impl Daemon {
             site: site.to_owned(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             umask,
+            journal: journal.map(Journald::link),
         };
         d.restart();
         d
+    }
+
+    /// Like [`Daemon::start`], logging to `journal` as under systemd: the daemon runs in the
+    /// journald's mount namespace (so the native journal socket is at its usual path) with its
+    /// stderr a journal stream and `JOURNAL_STREAM` set. Its log is then in the journal, not in
+    /// [`Daemon::log_text`].
+    #[must_use]
+    pub fn start_journaled(ns: &Netns, site: &Path, extra: &[&str], journal: &Journald) -> Self {
+        Self::start_inner(ns, site, extra, None, Some(journal))
     }
 
     /// Start the daemon again (after `kill9` or `stop`) and wait until it is ready.
@@ -109,7 +128,12 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let netns = self.netns.clone();
+        // Opened here, before the child changes its mount namespace (where /run/netns differs).
+        let netns = std::fs::File::open(&self.netns).expect("open netns");
+        let mount_ns = self
+            .journal
+            .as_ref()
+            .map(|j| std::fs::File::open(&j.mount_ns).expect("open the journal's mount ns"));
         let umask = self.umask;
         let mut cmd = Command::new(binary());
         cmd.arg("run")
@@ -126,23 +150,35 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log);
-        // Only the network namespace changes: the daemon must see the host's bpffs, as it does
-        // under systemd (`ip netns exec` would give it a private /sys without one).
-        // SAFETY: pre_exec runs in the child between fork and exec; open/setns/umask are
-        // async-signal-safe.
+        if let Some(j) = &self.journal {
+            let (stream, id) = crate::journal::stream(&j.stdout, "portguard");
+            cmd.stderr(stream).env("JOURNAL_STREAM", id);
+        }
+        let net_fd = std::os::fd::AsRawFd::as_raw_fd(&netns);
+        let mnt_fd = mount_ns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        // Only the network namespace changes (and the mount namespace, to a journald's, which
+        // shares the host's bpffs): the daemon must see the host's bpffs, as it does under
+        // systemd (`ip netns exec` would give it a private /sys without one).
+        // SAFETY: pre_exec runs in the child between fork and exec; umask and setns are
+        // async-signal-safe, and the descriptors stay open in the parent until spawn returns.
         unsafe {
             cmd.pre_exec(move || {
                 if let Some(mask) = umask {
                     libc::umask(mask);
                 }
-                let f = std::fs::File::open(&netns)?;
-                if libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) != 0 {
+                if libc::setns(net_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(fd) = mnt_fd
+                    && libc::setns(fd, libc::CLONE_NEWNS) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
         let child = cmd.spawn().expect("spawn portguard run");
+        drop((netns, mount_ns));
         self.child = Some(child);
     }
 

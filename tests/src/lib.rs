@@ -9,6 +9,7 @@
 pub mod addrs;
 pub mod daemon;
 pub mod frames;
+pub mod journal;
 pub mod net;
 pub mod rules;
 

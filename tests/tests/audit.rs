@@ -59,6 +59,7 @@ fn rule_ids() -> RuleIds {
 
 fn config(dir: &Path) -> AuditConfig {
     AuditConfig {
+        sink: portguard::policy::AuditSink::File,
         path: dir.join("log/audit.jsonl"),
         max_bytes: 1 << 20,
         keep: 2,

@@ -5,11 +5,7 @@
 //! opens udp/6081 (H12, OVN tunnels) and tcp/54321 (H10) to it; tcp/22 (H1) depends on the
 //! `rhv-host-ssh` feature, which is what the reloads switch.
 
-use std::{
-    io::Write as _,
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use integration_tests::{
     Scratch,
@@ -249,36 +245,6 @@ fn interfaces_that_appear_later_are_protected() {
         assert!(std::time::Instant::now() < deadline, "{}", d.log_text());
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-#[test]
-fn metrics_endpoint_serves_rule_and_reason_counters() {
-    use std::io::Read as _;
-    let pair = Pair::new(66, 1500);
-    let site = site(&pair, false);
-    // The endpoint listens on the protected namespace's own loopback.
-    let d = Daemon::start(&pair.b, &site, &["--metrics", "127.0.0.1:9742"]);
-    assert!(!connects(&pair, 5999));
-    let body = pair.b.run(|| {
-        let mut s = TcpStream::connect("127.0.0.1:9742").expect("connect metrics");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    });
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    assert!(
-        body.contains("portguard_rule_packets_total{rule=\"RHV-H12\",product=\"rhv\""),
-        "{body}"
-    );
-    let dropped = body
-        .lines()
-        .find(|l| l.starts_with("portguard_reason_packets_total{reason=\"port-not-open\""))
-        .unwrap_or_else(|| panic!("no port-not-open line: {body}"));
-    let n: u64 = dropped.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(n >= 1, "the refused SYN is counted: {dropped}");
-    drop(d);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use portguard_common::event::Event;
 
 use super::{
     clock::WallClock,
-    record::{FlowKey, FlowStats, OverflowRecord, Record},
+    record::{FlowKey, FlowStats, Origin, OverflowRecord, Record},
 };
 
 /// How long identical packets are folded together before their record is written.
@@ -149,6 +149,7 @@ impl Aggregator {
             .collect();
         if let Some(o) = self.overflow.take() {
             out.push(Record::Overflow(OverflowRecord {
+                origin: Origin::default(),
                 first_seen: clock.timestamp(o.first_ns),
                 last_seen: clock.timestamp(o.last_ns),
                 count: o.count,

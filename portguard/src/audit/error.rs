@@ -92,6 +92,13 @@ pub enum AuditError {
         #[source]
         source: io::Error,
     },
+    /// The thread that sends records to the journal could not be started.
+    #[error("starting the journal sender")]
+    Journal {
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
     /// A time given on the command line is neither a duration nor an RFC 3339 time.
     #[error(
         "`{text}` is neither a duration (90s, 10m, 2h, 1d, 1w) nor an RFC 3339 time (2025-01-31T12:00:00Z)"

@@ -186,6 +186,7 @@ pub(crate) mod tests {
 
     pub(crate) fn summary(n: u64) -> Record {
         Record::Summary(SummaryRecord {
+            origin: crate::audit::record::Origin::default(),
             time: "2025-01-31T12:00:00Z".parse().unwrap(),
             emitted: n,
             suppressed: 0,

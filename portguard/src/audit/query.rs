@@ -168,8 +168,8 @@ fn parse_line(file: &Path, lineno: usize, line: &str) -> Option<Record> {
     if line.trim().is_empty() {
         return None;
     }
-    match serde_json::from_str(line) {
-        Ok(r) => Some(r),
+    match serde_json::from_str::<Record>(line) {
+        Ok(r) => Some(r.upgrade()),
         Err(e) => {
             log::warn!(
                 "{}:{lineno}: skipping a line that is not a record: {e}",
@@ -339,11 +339,15 @@ pub fn top(records: &[Record], n: usize) -> Top {
 /// What a flow was addressed to, as one word: `tcp/22`, `icmp/8:0`, `47`, `non-ip`.
 #[must_use]
 pub fn target(f: &FlowRecord) -> String {
-    let proto = f.proto.as_deref().unwrap_or("non-ip");
+    let proto = match (&f.proto, f.proto_number) {
+        (Some(name), _) => name.clone(),
+        (None, Some(n)) => n.to_string(),
+        (None, None) => "non-ip".to_owned(),
+    };
     match (f.dport, f.icmp_type, f.icmp_code) {
         (Some(p), _, _) => format!("{proto}/{p}"),
         (None, Some(t), Some(c)) => format!("{proto}/{t}:{c}"),
-        _ => proto.to_owned(),
+        _ => proto,
     }
 }
 
@@ -373,6 +377,7 @@ mod tests {
 
     fn flow(src: &str, dport: u16, count: u64, last: &str) -> Record {
         Record::Flow(FlowRecord {
+            origin: crate::audit::record::Origin::default(),
             first_seen: ts(last),
             last_seen: ts(last),
             interface: Some("eth1".into()),
@@ -381,6 +386,7 @@ mod tests {
             src: Some(src.parse().unwrap()),
             dst: Some("198.18.0.1".parse().unwrap()),
             proto: Some("tcp".into()),
+            proto_number: Some(6),
             sport: Some(40_000),
             dport: Some(dport),
             icmp_type: None,

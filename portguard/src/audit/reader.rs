@@ -1,15 +1,17 @@
-//! The task that drains the datapath's audit ring buffer into the log.
+//! The task that drains the datapath's audit ring buffer into the log and the journal.
 //!
 //! It sleeps in epoll (tokio's [`AsyncFd`] on the ring buffer's descriptor) until the kernel
-//! signals new events, drains them into the [`Aggregator`], and at each window's end writes
-//! the window's records, plus a summary when the datapath suppressed or lost events.
+//! signals new events, counts them by reason and rule ([`DeniedCounts`], for the metrics),
+//! drains them into the [`Aggregator`], and at each window's end stamps the window's records
+//! with host and policy ([`Stamp`]) and writes them, plus a summary when the datapath
+//! suppressed or lost events, to the sinks the site chose.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     future::Future,
     mem::size_of,
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -24,14 +26,99 @@ use super::{
     AuditError,
     aggregate::{Aggregator, DEFAULT_MAX_FLOWS, DEFAULT_WINDOW},
     clock::WallClock,
+    journal::JournalSink,
     logfile::LogWriter,
-    record::{Record, SummaryRecord},
+    record::{Origin, Record, SummaryRecord, reason_name},
 };
-use crate::policy::AuditSettings;
+use crate::policy::{AuditSettings, AuditSink};
 
 /// Rule ids by rule slot, as the loaded tables number them. The daemon replaces the contents
 /// on every reload; the reader resolves an event's hint (slot + 1) when it reads the event.
 pub type RuleIds = Arc<RwLock<HashMap<u32, String>>>;
+
+/// Audit events read, by reason and by the id of the rule the event's hint names (`""` when
+/// none): what `portguard_denied_events_total` serves. The daemon keeps one for its lifetime,
+/// so the counts go on across restarts of the reader (a reload that moves the log).
+#[derive(Clone, Debug, Default)]
+pub struct DeniedCounts(Arc<Mutex<BTreeMap<(String, String), u64>>>);
+
+impl DeniedCounts {
+    /// Count one event.
+    pub fn add(&self, reason: &str, rule: Option<&str>) {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (reason.to_owned(), rule.unwrap_or_default().to_owned());
+        *counts.entry(key).or_default() += 1;
+    }
+
+    /// The counts so far, by (reason, rule), in order.
+    #[must_use]
+    pub fn snapshot(&self) -> Vec<((String, String), u64)> {
+        let counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
+/// What the reader stamps on every record: the host's name, and the version of the policy in
+/// force when the record is written (asked for at each window's end).
+#[derive(Clone)]
+pub struct Stamp {
+    /// The host's name.
+    pub hostname: Option<String>,
+    /// The version of the policy in force now.
+    pub policy_version: Arc<dyn Fn() -> Option<String> + Send + Sync>,
+}
+
+impl Stamp {
+    /// This host's name and a policy version from `version`.
+    pub fn new(version: impl Fn() -> Option<String> + Send + Sync + 'static) -> Self {
+        Stamp {
+            hostname: hostname(),
+            policy_version: Arc::new(version),
+        }
+    }
+
+    fn origin(&self) -> Origin {
+        Origin {
+            hostname: self.hostname.clone(),
+            policy_version: (self.policy_version)(),
+            ..Origin::default()
+        }
+    }
+}
+
+impl Default for Stamp {
+    /// The host's name, no policy version.
+    fn default() -> Self {
+        Stamp::new(|| None)
+    }
+}
+
+impl std::fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stamp")
+            .field("hostname", &self.hostname)
+            .finish_non_exhaustive()
+    }
+}
+
+/// This host's name (`gethostname(2)`), as records carry it.
+#[must_use]
+pub fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is writable for its whole length, which is passed.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned()).filter(|h| !h.is_empty())
+}
 
 /// Events drained per wake-up before the reader lets its timer run: a ring refilled as fast
 /// as it is read must not delay the window's records.
@@ -40,6 +127,8 @@ const DRAIN_BATCH: usize = 4096;
 /// Where and how the reader writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditConfig {
+    /// Where records go: the file at `path`, the journal, or both.
+    pub sink: AuditSink,
     /// The JSON-lines log.
     pub path: PathBuf,
     /// Rotate the log past this many bytes.
@@ -55,6 +144,7 @@ pub struct AuditConfig {
 impl From<&AuditSettings> for AuditConfig {
     fn from(s: &AuditSettings) -> Self {
         AuditConfig {
+            sink: s.sink,
             path: s.path.clone(),
             max_bytes: s.max_bytes,
             keep: s.keep,
@@ -75,14 +165,36 @@ pub struct AuditTotals {
     pub lost: u64,
 }
 
-/// The pinned audit maps and the open log, ready to [`Reader::run`].
+/// The pinned audit maps and the open sinks, ready to [`Reader::run`].
 pub struct Reader {
     ring_path: PathBuf,
     ring: RingBuf<MapData>,
     state_path: PathBuf,
     state: PerCpuArray<MapData, AuditState>,
-    log: LogWriter,
+    sinks: Sinks,
     cfg: AuditConfig,
+    counts: Option<DeniedCounts>,
+    stamp: Stamp,
+}
+
+/// Where a window's records go.
+#[derive(Debug)]
+struct Sinks {
+    log: Option<LogWriter>,
+    journal: Option<JournalSink>,
+}
+
+impl Sinks {
+    fn write(&mut self, records: &[Record]) {
+        if let Some(j) = &self.journal {
+            j.send(records);
+        }
+        if let Some(log) = &mut self.log
+            && let Err(e) = log.write(records)
+        {
+            log::error!("audit: {} records not written: {e}", records.len());
+        }
+    }
 }
 
 impl std::fmt::Debug for Reader {
@@ -90,7 +202,7 @@ impl std::fmt::Debug for Reader {
         f.debug_struct("Reader")
             .field("ring", &self.ring_path)
             .field("state", &self.state_path)
-            .field("log", &self.log)
+            .field("sinks", &self.sinks)
             .field("cfg", &self.cfg)
             .finish_non_exhaustive()
     }
@@ -116,15 +228,41 @@ impl Reader {
                 source,
             }
         })?;
-        let log = LogWriter::open(&cfg.path, cfg.max_bytes, cfg.keep)?;
+        let log = if cfg.sink.file() {
+            Some(LogWriter::open(&cfg.path, cfg.max_bytes, cfg.keep)?)
+        } else {
+            None
+        };
+        let journal = if cfg.sink.journal() {
+            Some(JournalSink::start().map_err(|source| AuditError::Journal { source })?)
+        } else {
+            None
+        };
         Ok(Reader {
             ring_path,
             ring,
             state_path,
             state,
-            log,
+            sinks: Sinks { log, journal },
             cfg,
+            counts: None,
+            stamp: Stamp::default(),
         })
+    }
+
+    /// Count every event read into `counts` (by reason and rule), for the metrics.
+    #[must_use]
+    pub fn counting(mut self, counts: DeniedCounts) -> Self {
+        self.counts = Some(counts);
+        self
+    }
+
+    /// Stamp records with `stamp`'s host and policy version (by default: the host's name and
+    /// no version).
+    #[must_use]
+    pub fn stamped(mut self, stamp: Stamp) -> Self {
+        self.stamp = stamp;
+        self
     }
 
     /// The datapath's audit counters, summed over CPUs.
@@ -149,9 +287,12 @@ impl Reader {
             ring,
             state_path,
             state,
-            mut log,
+            mut sinks,
             cfg,
+            counts,
+            stamp,
         } = self;
+        let counts = counts.as_ref();
         // SAFETY: the RingBuf owns the MapData that owns the descriptor: it stays open, and
         // `as_raw_fd` returns the same one, for as long as the AsyncFd holds the RingBuf.
         let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
@@ -175,26 +316,27 @@ impl Reader {
                         path: ring_path.clone(),
                         source,
                     })?;
-                    if drain(guard.get_inner_mut(), &mut agg, &rules, DRAIN_BATCH) < DRAIN_BATCH {
+                    if drain(guard.get_inner_mut(), &mut agg, &rules, counts, DRAIN_BATCH) < DRAIN_BATCH {
                         // Empty now. Tokio keeps the readiness if a wake-up came meanwhile.
                         guard.clear_ready();
                     }
                 }
                 _ = tick.tick() => {
                     // A safety net for a missed wake-up, and the events of this window.
-                    drain(fd.get_mut(), &mut agg, &rules, usize::MAX);
-                    flush(&mut agg, &mut names, &state, &state_path, &mut reported, &mut log);
+                    drain(fd.get_mut(), &mut agg, &rules, counts, usize::MAX);
+                    flush(&mut agg, &mut names, &state, &state_path, &mut reported, &stamp, &mut sinks);
                 }
             }
         }
-        drain(fd.get_mut(), &mut agg, &rules, usize::MAX);
+        drain(fd.get_mut(), &mut agg, &rules, counts, usize::MAX);
         flush(
             &mut agg,
             &mut names,
             &state,
             &state_path,
             &mut reported,
-            &mut log,
+            &stamp,
+            &mut sinks,
         );
         Ok(())
     }
@@ -261,8 +403,14 @@ fn totals(
         }))
 }
 
-/// Move up to `max` events from the ring into the window; how many were read.
-fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, rules: &RuleIds, max: usize) -> usize {
+/// Move up to `max` events from the ring into the window (and `counts`); how many were read.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    agg: &mut Aggregator,
+    rules: &RuleIds,
+    counts: Option<&DeniedCounts>,
+    max: usize,
+) -> usize {
     let mut n = 0;
     while n < max {
         let Some(item) = ring.next() else { break };
@@ -284,6 +432,9 @@ fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregator, rules: &RuleIds, max
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             ids.get(&slot).cloned()
         });
+        if let Some(c) = counts {
+            c.add(&reason_name(ev.reason), rule.as_deref());
+        }
         agg.add(&ev, rule);
     }
     n
@@ -307,7 +458,8 @@ fn flush(
     state: &PerCpuArray<MapData, AuditState>,
     state_path: &Path,
     reported: &mut AuditTotals,
-    log: &mut LogWriter,
+    stamp: &Stamp,
+    sinks: &mut Sinks,
 ) {
     let clock = WallClock::now();
     let mut records = agg.flush(&clock, names);
@@ -320,6 +472,7 @@ fn flush(
             };
             if delta.suppressed > 0 || delta.lost > 0 {
                 records.push(Record::Summary(SummaryRecord {
+                    origin: Origin::default(),
                     time: jiff::Timestamp::now(),
                     emitted: delta.emitted,
                     suppressed: delta.suppressed,
@@ -333,9 +486,11 @@ fn flush(
     if records.is_empty() {
         return;
     }
-    if let Err(e) = log.write(&records) {
-        log::error!("audit: {} records not written: {e}", records.len());
+    let origin = stamp.origin();
+    for r in &mut records {
+        r.set_origin(origin.clone());
     }
+    sinks.write(&records);
 }
 
 #[cfg(test)]
@@ -360,6 +515,7 @@ mod tests {
     #[test]
     fn config_comes_from_the_site_settings() {
         let s = AuditSettings {
+            sink: AuditSink::Both,
             path: "/var/log/x.jsonl".into(),
             rate: 1,
             burst: 2,
@@ -368,8 +524,8 @@ mod tests {
         };
         let c = AuditConfig::from(&s);
         assert_eq!(
-            (c.path.to_str(), c.max_bytes, c.keep),
-            (Some("/var/log/x.jsonl"), 3, 4)
+            (c.sink, c.path.to_str(), c.max_bytes, c.keep),
+            (AuditSink::Both, Some("/var/log/x.jsonl"), 3, 4)
         );
         assert_eq!((c.window, c.max_flows), (DEFAULT_WINDOW, DEFAULT_MAX_FLOWS));
     }
@@ -379,6 +535,7 @@ mod tests {
         let e = Reader::open(
             Path::new("/nonexistent-pg-pins"),
             AuditConfig::from(&AuditSettings {
+                sink: AuditSink::File,
                 path: "/nonexistent-pg-pins/audit.jsonl".into(),
                 rate: 1,
                 burst: 1,

@@ -3,6 +3,13 @@
 //! One line per record, tagged by `kind`: `flow` (identical denied packets of one window, with
 //! a count), `overflow` (packets of flows that did not fit the window's bound) and `summary`
 //! (events the datapath suppressed or lost), so the log shows what it does not contain too.
+//!
+//! Every record says which host wrote it under which policy, and which [`SCHEMA`] it follows,
+//! so records shipped off the host (journald, rsyslog, Loki) still stand on their own.
+//! Schema 1 (no `schema` field) wrote an unnamed protocol's number as a string
+//! (`"proto":"47"`); schema 2 gives every IP record its `proto_number` and names in `proto`
+//! only the protocols that have a name. Records of both schemas read back
+//! ([`Record::upgrade`]).
 
 use std::{
     ffi::CStr,
@@ -12,6 +19,39 @@ use std::{
 use jiff::Timestamp;
 use portguard_common::{event::Event, reason::Reason};
 use serde::{Deserialize, Serialize};
+
+/// The record schema this build writes.
+pub const SCHEMA: u32 = 2;
+
+/// Who wrote a record: the same fields in every kind of record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// [`SCHEMA`] when written; 1 for records written before the field existed.
+    #[serde(default = "schema_1")]
+    pub schema: u32,
+    /// The host's name (`gethostname`); `null` in schema 1.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Version of the policy in force when the record was written; `null` in schema 1 or
+    /// when the daemon did not know it.
+    #[serde(default)]
+    pub policy_version: Option<String>,
+}
+
+fn schema_1() -> u32 {
+    1
+}
+
+impl Default for Origin {
+    /// An origin of this schema, not stamped yet.
+    fn default() -> Self {
+        Origin {
+            schema: SCHEMA,
+            hostname: None,
+            policy_version: None,
+        }
+    }
+}
 
 /// One line of the audit log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,12 +75,49 @@ impl Record {
             Record::Summary(s) => s.time,
         }
     }
+
+    /// Who wrote the record.
+    #[must_use]
+    pub fn origin(&self) -> &Origin {
+        match self {
+            Record::Flow(f) => &f.origin,
+            Record::Overflow(o) => &o.origin,
+            Record::Summary(s) => &s.origin,
+        }
+    }
+
+    /// Stamp the record with the host and policy that wrote it.
+    pub fn set_origin(&mut self, origin: Origin) {
+        match self {
+            Record::Flow(f) => f.origin = origin,
+            Record::Overflow(o) => o.origin = origin,
+            Record::Summary(s) => s.origin = origin,
+        }
+    }
+
+    /// A record as this build reads it, whatever schema wrote it: schema 1's `"proto":"47"`
+    /// becomes `proto_number` 47 (and `proto` its name, if it has one).
+    #[must_use]
+    pub fn upgrade(mut self) -> Self {
+        if let Record::Flow(f) = &mut self
+            && f.proto_number.is_none()
+            && let Some(name) = f.proto.as_deref()
+        {
+            let number = name.parse::<u8>().ok().or_else(|| proto_number(name));
+            f.proto_number = number;
+            f.proto = number.and_then(proto_name);
+        }
+        self
+    }
 }
 
 /// Identical denied packets (same interface, VLAN, addresses, protocol, destination port or
 /// ICMP type and code, reason, rule and mode; the source port is ephemeral and not compared).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowRecord {
+    /// Who wrote it.
+    #[serde(flatten)]
+    pub origin: Origin,
     /// First packet of the window, RFC 3339 UTC.
     pub first_seen: Timestamp,
     /// Last packet of the window.
@@ -55,8 +132,13 @@ pub struct FlowRecord {
     pub src: Option<IpAddr>,
     /// Destination address; `null` for non-IP frames.
     pub dst: Option<IpAddr>,
-    /// `tcp`, `udp`, `sctp`, `icmp`, `icmpv6`, another protocol's number; `null` for non-IP.
+    /// The protocol's name: `tcp`, `udp`, `sctp`, `icmp`, `icmpv6`, or one of the portless
+    /// protocols rules may name (`gre`, `esp`, `vrrp`...); `null` for non-IP frames and for
+    /// protocols without a name here (`proto_number` has them all).
     pub proto: Option<String>,
+    /// The IP protocol number; `null` for non-IP frames (and in schema 1 records).
+    #[serde(default)]
+    pub proto_number: Option<u8>,
     /// Source port of the first packet (a sample: the flows are not keyed by it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sport: Option<u16>,
@@ -88,6 +170,9 @@ pub struct FlowRecord {
 /// so a flood of distinct flows bounds memory without hiding how much was left out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverflowRecord {
+    /// Who wrote it.
+    #[serde(flatten)]
+    pub origin: Origin,
     /// First such packet.
     pub first_seen: Timestamp,
     /// Last such packet.
@@ -103,6 +188,9 @@ pub struct OverflowRecord {
 /// events were suppressed or lost, so a quiet log has none.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SummaryRecord {
+    /// Who wrote it.
+    #[serde(flatten)]
+    pub origin: Origin,
     /// When the counters were read.
     pub time: Timestamp,
     /// Events written to the ring buffer.
@@ -213,6 +301,7 @@ impl FlowKey {
             Target::None => (None, None, None, None),
         };
         FlowRecord {
+            origin: Origin::default(),
             first_seen: stats.first_seen,
             last_seen: stats.last_seen,
             interface,
@@ -220,7 +309,8 @@ impl FlowKey {
             vlan: (*vlan != 0).then_some(*vlan),
             src: *src,
             dst: *dst,
-            proto: proto.map(proto_name),
+            proto: proto.and_then(proto_name),
+            proto_number: *proto,
             sport,
             dport,
             icmp_type,
@@ -256,17 +346,27 @@ fn v4(a: &[u8; 16]) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
 }
 
-/// The name of an IP protocol in records: the usual name, else its number.
+/// The name of an IP protocol in records: the transport protocols, ICMP, and the portless
+/// protocols rules may name ([`crate::policy::IP_PROTOCOLS`]); `None` for the others.
 #[must_use]
-pub fn proto_name(proto: u8) -> String {
-    match proto {
+pub fn proto_name(proto: u8) -> Option<String> {
+    Some(match proto {
         TCP => "tcp".into(),
         UDP => "udp".into(),
         SCTP => "sctp".into(),
         ICMP => "icmp".into(),
         ICMPV6 => "icmpv6".into(),
-        n => n.to_string(),
-    }
+        n => crate::policy::IP_PROTOCOLS
+            .iter()
+            .find(|(_, v)| *v == n)
+            .map(|(name, _)| (*name).to_owned())?,
+    })
+}
+
+/// The number of a protocol [`proto_name`] names.
+#[must_use]
+pub fn proto_number(name: &str) -> Option<u8> {
+    (0..=u8::MAX).find(|n| proto_name(*n).as_deref() == Some(name))
 }
 
 /// `Reason::name()` of a discriminant, or `reason-N` for one this build does not know (an
@@ -350,6 +450,9 @@ mod tests {
             json,
             serde_json::json!({
                 "kind": "flow",
+                "schema": 2,
+                "hostname": null,
+                "policy_version": null,
                 "first_seen": "2025-01-31T12:00:00Z",
                 "last_seen": "2025-01-31T12:00:04.5Z",
                 "interface": "eth1",
@@ -358,6 +461,7 @@ mod tests {
                 "src": "198.18.1.7",
                 "dst": "198.18.0.1",
                 "proto": "tcp",
+                "proto_number": 6,
                 "sport": 40000,
                 "dport": 23,
                 "tcp_flags": "SA",
@@ -424,7 +528,9 @@ mod tests {
         assert_eq!(tcp_flags(0x14), "RA");
         assert_eq!(tcp_flags(0xff), "FSRPAUEC");
         assert_eq!(tcp_flags(0), ".");
-        assert_eq!(proto_name(47), "47");
+        assert_eq!(proto_name(47).as_deref(), Some("gre"));
+        assert_eq!(proto_name(253), None);
+        assert_eq!(proto_number("vrrp"), Some(112));
         assert_eq!(reason_name(999), "reason-999");
         assert_eq!(interface_name(1).as_deref(), Some("lo"));
         assert_eq!(interface_name(0), None);
@@ -435,12 +541,18 @@ mod tests {
         let t: Timestamp = "2025-01-31T12:00:00Z".parse().unwrap();
         for rec in [
             Record::Summary(SummaryRecord {
+                origin: Origin::default(),
                 time: t,
                 emitted: 200,
                 suppressed: 99_800,
                 lost: 0,
             }),
             Record::Overflow(OverflowRecord {
+                origin: Origin {
+                    schema: SCHEMA,
+                    hostname: Some("hv1".into()),
+                    policy_version: Some("00112233aabbccdd".into()),
+                },
                 first_seen: t,
                 last_seen: t,
                 count: 7,
@@ -450,5 +562,39 @@ mod tests {
             let line = serde_json::to_string(&rec).unwrap();
             assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), rec);
         }
+    }
+
+    #[test]
+    fn schema_1_records_read_with_numbers_as_numbers() {
+        let old = r#"{"kind":"flow","first_seen":"2025-01-31T12:00:00Z","last_seen":"2025-01-31T12:00:00Z","interface":"eth1","ifindex":2,"vlan":null,"src":"198.18.1.7","dst":"198.18.0.1","proto":"47","reason":"proto-not-open","rule":null,"would_deny":false,"count":1,"bytes":60}"#;
+        let Record::Flow(f) = serde_json::from_str::<Record>(old).unwrap().upgrade() else {
+            panic!("a flow");
+        };
+        assert_eq!(f.origin.schema, 1);
+        assert_eq!(
+            (f.proto.as_deref(), f.proto_number),
+            (Some("gre"), Some(47))
+        );
+        let unnamed = old.replace(r#""47""#, r#""253""#);
+        let Record::Flow(f) = serde_json::from_str::<Record>(&unnamed).unwrap().upgrade() else {
+            panic!("a flow");
+        };
+        assert_eq!((f.proto, f.proto_number), (None, Some(253)));
+        let tcp = old.replace(r#""47""#, r#""tcp""#);
+        let Record::Flow(f) = serde_json::from_str::<Record>(&tcp).unwrap().upgrade() else {
+            panic!("a flow");
+        };
+        assert_eq!((f.proto.as_deref(), f.proto_number), (Some("tcp"), Some(6)));
+        // Schema 2 writes the number as a number.
+        let mut ev = event();
+        ev.proto = 253;
+        let line =
+            serde_json::to_string(&Record::Flow(FlowKey::of(&ev, None).record(&stats(), None)))
+                .unwrap();
+        assert!(
+            line.contains(r#""proto":null,"proto_number":253"#),
+            "{line}"
+        );
+        assert!(line.contains(r#""schema":2"#), "{line}");
     }
 }

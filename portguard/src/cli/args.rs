@@ -235,6 +235,11 @@ pub enum Command {
     Man,
     /// Show the denied (and would-deny) flows of the audit log.
     Audit(AuditArgs),
+    /// Propose site changes from the audit records of a rollout (in audit mode, say) and the
+    /// rule counters: sources to map into roles, features to switch on (each tried by replaying
+    /// the refused flows through the classifier), rules without traffic. Prints a reviewable
+    /// diff of the site file; changes nothing.
+    Suggest(SuggestArgs),
     /// Build a site in network namespaces on this machine, protect one host of it with the real
     /// daemon, send a flow for every rule in force and compare what happens with `explain`
     /// (needs root; removes everything at the end unless --keep).
@@ -268,6 +273,30 @@ pub struct AuditArgs {
     /// Keep printing records as the daemon writes them, across rotations, until interrupted.
     #[arg(long, conflicts_with = "top")]
     pub follow: bool,
+}
+
+/// `portguard suggest`: which records, which site, which daemon.
+#[derive(Debug, Args, Clone)]
+pub struct SuggestArgs {
+    /// Policy source: the site file the diff is for (and its `[audit] path`).
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Host selection (default: the roles the daemon runs with).
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// The daemon's state and counter samples (rule last-hit times).
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The audit log to read (its rotated files too); default: the site file's `[audit] path`.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// The window: records from this long ago (90s, 10m, 2h, 3d, 1w) or this time (RFC 3339)
+    /// on; rules without a hit since then are listed.
+    #[arg(long, value_name = "T", default_value = "7d")]
+    pub since: crate::audit::query::Since,
+    /// Print the findings and the diff as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `90`, `90s`, `5m`, `1h` -> seconds.

@@ -40,8 +40,10 @@ pub(super) fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         // The daemon creates its log when it starts: no log means no daemon writes here.
         anyhow::bail!(
             "no audit log at {} (is portguard running? the site's [audit] path, or --log, says \
-             where it writes)",
-            log.display()
+             where it writes; with [audit] sink = \"journal\" records are in the journal: \
+             journalctl MESSAGE_ID={})",
+            log.display(),
+            crate::audit::journal::FLOW_MESSAGE_ID
         );
     }
     let records = query::read(&log, &filter)?;
@@ -278,6 +280,7 @@ mod tests {
 
     fn flow() -> FlowRecord {
         FlowRecord {
+            origin: crate::audit::record::Origin::default(),
             first_seen: "2025-01-31T12:00:00Z".parse().unwrap(),
             last_seen: "2025-01-31T12:00:04.5Z".parse().unwrap(),
             interface: Some("eth1".into()),
@@ -286,6 +289,7 @@ mod tests {
             src: Some("198.18.1.7".parse().unwrap()),
             dst: Some("198.18.0.1".parse().unwrap()),
             proto: Some("tcp".into()),
+            proto_number: Some(6),
             sport: Some(40_000),
             dport: Some(23),
             icmp_type: None,
@@ -304,6 +308,7 @@ mod tests {
         let recs = [
             Record::Flow(flow()),
             Record::Summary(crate::audit::record::SummaryRecord {
+                origin: crate::audit::record::Origin::default(),
                 time: "2025-01-31T12:00:05Z".parse().unwrap(),
                 emitted: 1,
                 suppressed: 2,

@@ -11,6 +11,7 @@ mod lab;
 mod reload;
 mod run;
 mod status;
+mod suggest;
 mod trial;
 
 use std::{io::Write as _, process::ExitCode};
@@ -32,7 +33,8 @@ use crate::{
 pub fn main() -> ExitCode {
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
+    let journal = stderr_is_journal();
+    if journal {
         // Under systemd: journald stamps the time itself and reads the level from an sd-daemon
         // `<N>` prefix, so `journalctl -p err -u portguard` filters by severity.
         logger.format(|buf, record| {
@@ -46,6 +48,22 @@ pub fn main() -> ExitCode {
         });
     }
     logger.init();
+    if journal {
+        // A panic is a crash: `journalctl -p crit` must show it, in one entry.
+        std::panic::set_hook(Box::new(|info| {
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let what = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            eprintln!("<2>portguard: panic{at}: {}", what.replace('\n', " / "));
+        }));
+    }
     let cli = <Cli as clap::Parser>::parse();
     if !matches!(cli.command, Command::Run { .. }) {
         // A command piped into `head` ends quietly when the pipe closes, as other Unix tools
@@ -57,10 +75,44 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("portguard: error: {e:#}");
+            eprint!("{}", fatal_message(&e, journal));
             ExitCode::from(exit_status(&e))
         }
     }
+}
+
+/// The last words of a command that failed: `portguard: error: ...`, every line of it marked
+/// `<3>` (error) for journald when stderr is the journal, so `journalctl -p err` shows a
+/// daemon that could not start, and why (a policy's diagnostics take several lines).
+fn fatal_message(e: &anyhow::Error, journal: bool) -> String {
+    let text = format!("portguard: error: {e:#}");
+    let prefix = if journal { "<3>" } else { "" };
+    text.lines().fold(String::new(), |mut out, line| {
+        out.push_str(prefix);
+        out.push_str(line);
+        out.push('\n');
+        out
+    })
+}
+
+/// Whether stderr is connected to the journal: `JOURNAL_STREAM` (set by systemd for services
+/// whose output goes to the journal) names the device and inode of that stream, and stderr is
+/// still it (not redirected by a shell in between), as systemd.exec(5) says to check.
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // SAFETY: fstat(2) writes a `stat` into the zeroed struct it is given.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd 2 is only inspected; a closed one makes fstat fail.
+    let rc = unsafe { libc::fstat(2, &raw mut st) };
+    rc == 0 && st.st_dev == dev && st.st_ino == ino
 }
 
 /// The exit status of every verb: 0 when all is well, [`EXIT_POLICY`] when the policy (or the
@@ -177,6 +229,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(args) => audit::run(&args),
+        Command::Suggest(args) => suggest::run(&args),
         Command::Lab(args) => lab::run(&args),
     }
 }
@@ -256,4 +309,25 @@ fn host_policy(
 ) -> anyhow::Result<HostPolicy> {
     let roles = crate::compile::host_roles(policy, &host.host_roles, dst)?;
     Ok(for_host(policy, &roles)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fatal_errors_carry_the_error_priority_on_every_line_under_journald() {
+        let e = anyhow::anyhow!("site.toml:3:1: unknown role\nsite.toml:9:5: bad port")
+            .context("the site policy has errors");
+        assert_eq!(
+            fatal_message(&e, true),
+            "<3>portguard: error: the site policy has errors: site.toml:3:1: unknown role\n\
+             <3>site.toml:9:5: bad port\n"
+        );
+        assert_eq!(
+            fatal_message(&e, false),
+            "portguard: error: the site policy has errors: site.toml:3:1: unknown role\n\
+             site.toml:9:5: bad port\n"
+        );
+    }
 }

@@ -252,6 +252,8 @@ impl Daemon {
             self.state.loaded_at = state::now_secs();
         }
         self.state.site.clone_from(&self.opts.site);
+        // Identifies the site file across the fleet (`portguard_policy_info{site_sha256}`).
+        self.state.site_sha256 = crate::policy::site_sha256(&self.opts.site).unwrap_or_default();
         self.state.policies.clone_from(&self.opts.policies);
         self.state.host_roles.clone_from(&self.opts.host_roles);
         self.state.mode = if c.policy.mode == Mode::Audit {

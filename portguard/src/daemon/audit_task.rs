@@ -1,5 +1,6 @@
-//! The audit reader task of the daemon: drains the pinned ring buffer into the audit log, and
-//! is restarted when a reload moves the log.
+//! The audit reader task of the daemon: drains the pinned ring buffer into the audit log and
+//! the journal, counts what it reads for the metrics, and is restarted when a reload changes
+//! where records go.
 
 use super::Daemon;
 use crate::audit;
@@ -17,7 +18,19 @@ impl AuditTask {
         daemon: &Daemon,
         config: audit::AuditConfig,
     ) -> Result<Self, audit::AuditError> {
-        let reader = audit::Reader::open(&daemon.opts.pin_dir, config.clone())?;
+        let run_dir = daemon.opts.run_dir.clone();
+        // The version in force when a window's records are written, as the daemon recorded
+        // it (reloads, trials and reverts all go through the state file).
+        let version = move || {
+            crate::state::State::read(&run_dir)
+                .ok()
+                .flatten()
+                .map(|s| s.policy_version)
+                .filter(|v| !v.is_empty())
+        };
+        let reader = audit::Reader::open(&daemon.opts.pin_dir, config.clone())?
+            .counting(daemon.denied.clone())
+            .stamped(audit::Stamp::new(version));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(reader.run(
             audit::record::interface_name,
@@ -26,7 +39,14 @@ impl AuditTask {
                 let _ = stopped.await;
             },
         ));
-        log::info!("audit records go to {}", config.path.display());
+        match (config.sink.file(), config.sink.journal()) {
+            (true, true) => log::info!(
+                "audit records go to {} and the journal",
+                config.path.display()
+            ),
+            (true, false) => log::info!("audit records go to {}", config.path.display()),
+            _ => log::info!("audit records go to the journal"),
+        }
         Ok(AuditTask { config, stop, task })
     }
 

@@ -96,6 +96,9 @@ struct Daemon {
     last_sample: SavedSample,
     /// Rule id per counter slot, shared with the audit reader.
     rule_ids: audit::RuleIds,
+    /// Audit events read, by reason and rule: counted by the audit reader (across its
+    /// restarts), served by the metrics endpoint.
+    denied: audit::DeniedCounts,
     /// Where audit records go, as the policy in force says.
     audit: Option<audit::AuditConfig>,
     /// When the policy on trial reverts, if one is.
@@ -199,13 +202,7 @@ async fn serve(opts: Options) -> Result<(), DaemonError> {
             .ok()
     });
     if let Some(addr) = daemon.opts.metrics {
-        let (pins, run) = (daemon.opts.pin_dir.clone(), daemon.opts.run_dir.clone());
-        let listener = metrics::bind(addr).await?;
-        tokio::spawn(async move {
-            if let Err(e) = metrics::serve(listener, pins, run).await {
-                log::error!("metrics endpoint: {e}");
-            }
-        });
+        metrics::start(&daemon, addr).await?;
     }
     let mut diag = daemon.follow_datapath_log(None);
     system::notify("READY=1");
@@ -322,6 +319,7 @@ impl Daemon {
             waiting: BTreeSet::new(),
             last_sample,
             rule_ids: audit::RuleIds::default(),
+            denied: audit::DeniedCounts::default(),
             audit: None,
             trial_deadline: None,
             probes: Vec::new(),
@@ -415,6 +413,7 @@ impl Daemon {
                 );
                 self.state.reload.switched = false;
                 self.state.reload.error = Some(why);
+                self.state.reload.failed += 1;
             }
         }
         self.write_state();
@@ -480,25 +479,10 @@ impl Daemon {
         let Ok(s) = counters::read(&self.opts.pin_dir, slots) else {
             return;
         };
-        let now = state::now_secs();
-        let last_hit = s
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let before = self.last_sample.packets.get(i).copied().unwrap_or(0);
-                let prev = self.last_sample.last_hit.get(i).copied().unwrap_or(0);
-                if c.packets > before { now } else { prev }
-            })
-            .collect();
-        self.last_sample = SavedSample {
-            at_ms: state::now_ms(),
-            packets: s.rules.iter().map(|c| c.packets).collect(),
-            bytes: s.rules.iter().map(|c| c.bytes).collect(),
-            last_hit,
-            reasons: s.reasons.iter().map(|c| (c.packets, c.bytes)).collect(),
-            audit: (s.audit.emitted, s.audit.suppressed, s.audit.lost),
-        };
+        // Last hits by rule id, kept across restarts and counter resets (`portguard suggest`).
+        self.last_sample = self
+            .last_sample
+            .advance(&s, &self.state.rules, state::now_ms());
         if let Some(gid) = self.state.status_group {
             self.share_audit_log(gid);
         }

@@ -204,10 +204,20 @@ pub(crate) struct DatapathSection {
     pub(crate) not_for_host: Option<PassDrop>,
 }
 
+/// `[audit] sink = ...`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SinkSpec {
+    File,
+    Journal,
+    Both,
+}
+
 /// `[audit]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuditSection {
+    pub(crate) sink: Option<SinkSpec>,
     pub(crate) path: Option<Spanned<PathBuf>>,
     pub(crate) rate: Option<Spanned<u32>>,
     pub(crate) burst: Option<Spanned<u32>>,
@@ -283,12 +293,14 @@ impl SiteFile {
         self.datapath.non_ip = non_ip.or(self.datapath.non_ip);
         self.datapath.not_for_host = not_for_host.or(self.datapath.not_for_host);
         let AuditSection {
+            sink,
             path,
             rate,
             burst,
             max_bytes,
             keep,
         } = audit;
+        self.audit.sink = sink.or(self.audit.sink);
         self.audit.path = path.or(self.audit.path.take());
         self.audit.rate = rate.or(self.audit.rate.take());
         self.audit.burst = burst.or(self.audit.burst.take());
@@ -522,5 +534,33 @@ mod tests {
     fn syntax_errors_are_collected() {
         let (_, errors) = read_site("products = [\"rhv\"\nmode = = \"x\"\n");
         assert!(!errors.is_empty());
+    }
+
+    #[test]
+    fn audit_sinks_and_a_wrong_one_located() {
+        let (site, errors) = read_site("[audit]\nsink = \"both\"\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(site.audit.sink, Some(SinkSpec::Both));
+        let mut base = read_site("[audit]\nsink = \"journal\"\n").0;
+        base.merge(read_site("[audit]\nrate = 1\n").0);
+        assert_eq!(
+            base.audit.sink,
+            Some(SinkSpec::Journal),
+            "kept by a later file"
+        );
+        base.merge(read_site("[audit]\nsink = \"file\"\n").0);
+        assert_eq!(
+            base.audit.sink,
+            Some(SinkSpec::File),
+            "a later file overrides"
+        );
+        let text = "[audit]\nsink = \"syslog\"\n";
+        let (_, errors) = read_site(text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].message.contains("syslog"), "{errors:?}");
+        assert!(
+            text[errors[0].span.clone()].contains("syslog"),
+            "{errors:?}"
+        );
     }
 }

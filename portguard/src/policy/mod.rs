@@ -13,11 +13,13 @@ use std::{
 use ipnet::IpNet;
 
 mod diag;
+mod digest;
 mod files;
 mod load;
 mod ports;
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use digest::site_sha256;
 pub use load::{drop_ins, load};
 
 /// Where rules are enforced: dropping (`enforce`) or only reporting (`audit`).
@@ -152,9 +154,38 @@ pub struct DatapathSettings {
     pub drop_not_for_host: bool,
 }
 
+/// Where the daemon sends audit records (`[audit] sink`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSink {
+    /// The JSON-lines file at `path` (the default; `portguard audit` reads it).
+    #[default]
+    File,
+    /// The systemd journal, one entry per record with structured fields (native protocol).
+    Journal,
+    /// Both.
+    Both,
+}
+
+impl AuditSink {
+    /// Whether records go to the file.
+    #[must_use]
+    pub fn file(self) -> bool {
+        matches!(self, AuditSink::File | AuditSink::Both)
+    }
+
+    /// Whether records go to the journal.
+    #[must_use]
+    pub fn journal(self) -> bool {
+        matches!(self, AuditSink::Journal | AuditSink::Both)
+    }
+}
+
 /// Audit settings (`[audit]` in the site file).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AuditSettings {
+    /// Where records go: the file, the journal, or both.
+    pub sink: AuditSink,
     /// JSON-lines file of aggregated denied flows.
     pub path: PathBuf,
     /// Events per second per CPU the datapath may emit.

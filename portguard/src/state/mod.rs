@@ -105,6 +105,10 @@ pub struct ReloadEntry {
     pub switch_us: u64,
     /// Why the last reload failed; the running policy was left in force.
     pub error: Option<String>,
+    /// Reloads since the daemon started that failed (the policy in force stayed); the others
+    /// (`count - failed`) put their policy in force or found it unchanged.
+    #[serde(default)]
+    pub failed: u64,
 }
 
 /// A policy on trial (`portguard apply --confirm-within`): reverted unless confirmed in time.
@@ -140,6 +144,10 @@ pub struct State {
     pub mode: String,
     /// Version (hash of the tables) of the policy in force (hex).
     pub policy_version: String,
+    /// The site file in force, as [`crate::policy::site_sha256`] identifies it: the same on
+    /// every host that runs the same file (what `portguard_policy_info` shows).
+    #[serde(default)]
+    pub site_sha256: String,
     /// Unix time (seconds) the policy in force was loaded.
     pub loaded_at: u64,
     /// The host's roles.
@@ -263,6 +271,16 @@ impl State {
     }
 }
 
+/// When the daemon began watching a rule, and when it last saw the rule match.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleHits {
+    /// Unix time (seconds) of the first sample that knew the rule.
+    pub since: u64,
+    /// Unix time (seconds) at which its packets were last seen to grow; 0 = never since
+    /// `since`.
+    pub last: u64,
+}
+
 /// A counter sample as the daemon saves it: what `status` needs for rates and last hits.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedSample {
@@ -281,6 +299,12 @@ pub struct SavedSample {
     /// Audit events emitted, suppressed, lost.
     #[serde(default)]
     pub audit: (u64, u64, u64),
+    /// Last hits by rule id rather than slot: they survive daemon restarts (the run directory
+    /// outlives the daemon), slots freed and given to another rule, and counters that start
+    /// again from zero (a reboot, a fresh slot). `portguard suggest` reads them to find rules
+    /// that saw no traffic over a window.
+    #[serde(default)]
+    pub hits: BTreeMap<String, RuleHits>,
 }
 
 impl SavedSample {
@@ -294,6 +318,60 @@ impl SavedSample {
     /// Replace the sample atomically, readable by `group` if given.
     pub fn write(&self, run_dir: &Path, group: Option<u32>) -> Result<(), StateError> {
         write_json_shared(run_dir, SAMPLE_FILE, self, group)
+    }
+
+    /// The next sample: `sample` read from the maps at `now_ms` (Unix milliseconds), for the
+    /// rules the daemon has put in force. A rule's last hit moves to now when its packets
+    /// changed and are not zero: more than before, or fewer (its counter was reset) but some.
+    #[must_use]
+    pub fn advance(
+        &self,
+        sample: &crate::ebpf::counters::Sample,
+        rules: &[RuleEntry],
+        now_ms: u64,
+    ) -> SavedSample {
+        let now = now_ms / 1000;
+        let hit = |slot: usize| {
+            let packets = sample.rules.get(slot).map_or(0, |c| c.packets);
+            let before = self.packets.get(slot).copied().unwrap_or(0);
+            packets != before && packets > 0
+        };
+        let last_hit = (0..sample.rules.len())
+            .map(|i| {
+                if hit(i) {
+                    now
+                } else {
+                    self.last_hit.get(i).copied().unwrap_or(0)
+                }
+            })
+            .collect();
+        let mut hits = self.hits.clone();
+        for rule in rules.iter().filter(|r| r.active) {
+            let h = hits.entry(rule.id.clone()).or_insert(RuleHits {
+                since: now,
+                last: 0,
+            });
+            if hit(rule.slot as usize) {
+                h.last = now;
+            }
+        }
+        SavedSample {
+            at_ms: now_ms,
+            packets: sample.rules.iter().map(|c| c.packets).collect(),
+            bytes: sample.rules.iter().map(|c| c.bytes).collect(),
+            last_hit,
+            reasons: sample
+                .reasons
+                .iter()
+                .map(|c| (c.packets, c.bytes))
+                .collect(),
+            audit: (
+                sample.audit.emitted,
+                sample.audit.suppressed,
+                sample.audit.lost,
+            ),
+            hits,
+        }
     }
 
     /// The sample as a [`crate::ebpf::counters::Sample`], for `status` without access to the
@@ -397,4 +475,97 @@ pub fn share_with(path: &Path, gid: u32, mode: u32) -> Result<(), StateError> {
             gid,
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use portguard_common::maps::Counters;
+
+    use super::*;
+    use crate::ebpf::counters::Sample;
+
+    fn sample(packets: &[u64]) -> Sample {
+        Sample {
+            rules: packets
+                .iter()
+                .map(|p| Counters {
+                    packets: *p,
+                    bytes: p * 100,
+                })
+                .collect(),
+            ..Sample::default()
+        }
+    }
+
+    fn rule(slot: u32, id: &str) -> RuleEntry {
+        RuleEntry {
+            slot,
+            id: id.into(),
+            product: "rhv".into(),
+            purpose: String::new(),
+            active: true,
+        }
+    }
+
+    #[test]
+    fn last_hits_follow_rule_ids_across_restarts_resets_and_reused_slots() {
+        let rules = [rule(0, "A"), rule(1, "B")];
+        let s1 = SavedSample::default().advance(&sample(&[0, 5]), &rules, 1_000_000);
+        assert_eq!(
+            s1.hits["A"],
+            RuleHits {
+                since: 1000,
+                last: 0
+            }
+        );
+        assert_eq!(
+            s1.hits["B"],
+            RuleHits {
+                since: 1000,
+                last: 1000
+            }
+        );
+        // Read back as the next daemon does: nothing moved, nothing is a hit.
+        let text = serde_json::to_vec(&s1).unwrap();
+        let back: SavedSample = serde_json::from_slice(&text).unwrap();
+        let s2 = back.advance(&sample(&[0, 5]), &rules, 2_000_000);
+        assert_eq!(s2.hits["B"].last, 1000);
+        // A reboot (or a fresh slot) starts counters from zero: fewer packets, but some, is a
+        // hit; zero is not.
+        let s3 = s2.advance(&sample(&[0, 2]), &rules, 3_000_000);
+        assert_eq!(s3.hits["B"].last, 3000);
+        // Slot 1 now belongs to C (B was removed and a new daemon reused its slot): B keeps its
+        // history, C starts its own.
+        let s4 = s3.advance(&sample(&[0, 0]), &[rule(0, "A"), rule(1, "C")], 4_000_000);
+        assert_eq!(s4.hits["B"].last, 3000);
+        assert_eq!(
+            s4.hits["C"],
+            RuleHits {
+                since: 4000,
+                last: 0
+            }
+        );
+        assert_eq!(
+            s4.hits["A"],
+            RuleHits {
+                since: 1000,
+                last: 0
+            }
+        );
+        // Samples written before `hits` existed still read.
+        let old: SavedSample = serde_json::from_str(
+            r#"{"at_ms":1,"packets":[1],"bytes":[2],"last_hit":[3],"reasons":[],"audit":[0,0,0]}"#,
+        )
+        .unwrap();
+        assert!(old.hits.is_empty());
+    }
+
+    #[test]
+    fn reload_entries_without_failed_counts_still_read() {
+        let r: ReloadEntry = serde_json::from_str(
+            r#"{"count":2,"at":5,"switched":true,"switch_us":7,"error":null}"#,
+        )
+        .unwrap();
+        assert_eq!((r.count, r.failed), (2, 0));
+    }
 }

@@ -48,6 +48,9 @@ pub struct RuleReport {
     pub rate_pps: Option<f64>,
     /// Last time the rule was seen to match (RFC 3339), when known.
     pub last_hit: Option<String>,
+    /// The same in Unix seconds, 0 = never (for metrics).
+    #[serde(skip)]
+    pub last_hit_unix: u64,
 }
 
 /// One reason's line.
@@ -87,6 +90,9 @@ pub struct Report {
     pub mode: String,
     /// Version of the policy in force.
     pub policy_version: String,
+    /// The site file in force: the first 16 hex digits of its SHA-256 (see
+    /// [`crate::policy::site_sha256`]); empty before a daemon recorded it.
+    pub site_sha256: String,
     /// When it was loaded (RFC 3339).
     pub loaded_at: Option<String>,
     /// The host's roles.
@@ -137,6 +143,30 @@ pub fn build(
     run_dir: &Path,
     previous: Option<&Previous>,
 ) -> Result<(Report, Previous), ReportError> {
+    build_as(pin_dir, run_dir, previous, Viewer::Command)
+}
+
+/// The report as the daemon itself sees it (its metrics endpoint): the state's pid is this
+/// process, which [`State::daemon_pid`] does not count as a running daemon for a command.
+pub fn build_in_daemon(pin_dir: &Path, run_dir: &Path) -> Result<Report, ReportError> {
+    build_as(pin_dir, run_dir, None, Viewer::Daemon).map(|(r, _)| r)
+}
+
+/// Who asks for the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Viewer {
+    /// A command (`status`, the lab): the daemon is another process, if it runs.
+    Command,
+    /// The daemon that wrote the state.
+    Daemon,
+}
+
+fn build_as(
+    pin_dir: &Path,
+    run_dir: &Path,
+    previous: Option<&Previous>,
+    viewer: Viewer,
+) -> Result<(Report, Previous), ReportError> {
     let state = State::read(run_dir)?;
     let slots = state.as_ref().map_or(MAX_RULES, |s| {
         s.rules.iter().map(|r| r.slot + 1).max().unwrap_or(0)
@@ -164,17 +194,22 @@ pub fn build(
         let before = *b.packets.get(slot as usize)?;
         (dt >= 500).then(|| packets.saturating_sub(before) as f64 * 1000.0 / dt as f64)
     };
-    let last_hit = |slot: u32, packets: u64| {
-        let s = saved.as_ref()?;
+    // Unix seconds, 0 = never: moved since the daemon's sample is now, else what the sample
+    // recorded (by rule id, which survives restarts and reused slots; else by slot).
+    let last_hit = |slot: u32, id: &str, packets: u64| {
+        let Some(s) = saved.as_ref() else { return 0 };
         let before = s.packets.get(slot as usize).copied().unwrap_or(0);
-        if packets > before {
-            rfc3339(now_secs())
+        if packets != before && packets > 0 {
+            now_secs()
+        } else if let Some(h) = s.hits.get(id) {
+            h.last
         } else {
-            rfc3339(s.last_hit.get(slot as usize).copied().unwrap_or(0))
+            s.last_hit.get(slot as usize).copied().unwrap_or(0)
         }
     };
     let rule = |slot: u32, id: String, product: String, purpose: String, active: bool| {
         let c = sample.rules.get(slot as usize).copied().unwrap_or_default();
+        let hit = last_hit(slot, &id, c.packets);
         RuleReport {
             slot,
             id,
@@ -184,7 +219,8 @@ pub fn build(
             packets: c.packets,
             bytes: c.bytes,
             rate_pps: rate(slot, c.packets),
-            last_hit: last_hit(slot, c.packets),
+            last_hit: rfc3339(hit),
+            last_hit_unix: hit,
         }
     };
     let rules: Vec<RuleReport> = match &state {
@@ -202,8 +238,11 @@ pub fn build(
             .map(|s| rule(s, format!("slot-{s}"), String::new(), String::new(), true))
             .collect(),
     };
-    let not_enforcing = not_enforcing(state.as_ref(), pin_dir);
-    let daemon_pid = state.as_ref().and_then(State::daemon_pid);
+    let daemon_pid = match viewer {
+        Viewer::Command => state.as_ref().and_then(State::daemon_pid),
+        Viewer::Daemon => Some(std::process::id()),
+    };
+    let not_enforcing = not_enforcing(state.as_ref(), pin_dir, daemon_pid.is_some());
     let s = state.unwrap_or_default();
     let report = Report {
         daemon_pid,
@@ -211,6 +250,7 @@ pub fn build(
         site: s.site.display().to_string(),
         mode: s.mode,
         policy_version: s.policy_version,
+        site_sha256: s.site_sha256,
         loaded_at: rfc3339(s.loaded_at),
         roles: s.roles,
         interfaces: s.interfaces,
@@ -237,12 +277,12 @@ pub fn build(
 /// Why the host is not enforcing what the site says: what the daemon recorded, and what the
 /// kernel shows now (an interface whose link no longer runs its program), which needs no
 /// daemon. Without access to the pins (the status group), the daemon's record alone.
-fn not_enforcing(state: Option<&State>, pin_dir: &Path) -> Vec<String> {
+fn not_enforcing(state: Option<&State>, pin_dir: &Path, daemon_runs: bool) -> Vec<String> {
     let Some(s) = state else {
         return vec!["no daemon state: portguard has not put a policy in force".to_owned()];
     };
     let mut why = s.not_enforcing();
-    if s.daemon_pid().is_none() {
+    if !daemon_runs {
         why.push(
             "the daemon is not running: the pinned policy stays in force, but nothing checks \
              or repairs it"

@@ -15,9 +15,11 @@ use super::{
     catalog::{Catalog, Resolved},
 };
 use crate::policy::{
-    AuditSettings, DatapathSettings, HostSettings, Mode,
+    AuditSettings, AuditSink, DatapathSettings, HostSettings, Mode,
     diag::{Loc, Sink, SourceFile, did_you_mean},
-    files::{AuditSection, BroadcastSpec, DatapathSection, ModeSpec, PassDrop, SiteFile, Str},
+    files::{
+        AuditSection, BroadcastSpec, DatapathSection, ModeSpec, PassDrop, SinkSpec, SiteFile, Str,
+    },
     ports,
 };
 
@@ -386,6 +388,11 @@ pub(super) fn datapath_settings(d: &DatapathSection) -> DatapathSettings {
 pub(super) fn audit_settings(sink: &mut Sink, src: &SourceFile, a: &AuditSection) -> AuditSettings {
     let value = |v: Option<&Spanned<u32>>, default| v.map_or(default, |v| *v.get_ref());
     let settings = AuditSettings {
+        sink: match a.sink {
+            None | Some(SinkSpec::File) => AuditSink::File,
+            Some(SinkSpec::Journal) => AuditSink::Journal,
+            Some(SinkSpec::Both) => AuditSink::Both,
+        },
         path: a.path.as_ref().map_or_else(
             || PathBuf::from(crate::paths::AUDIT_LOG),
             |p| p.get_ref().clone(),
