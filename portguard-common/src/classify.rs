@@ -40,9 +40,9 @@ pub trait Env {
     /// it) rather than forward it: the authority on addresses the local map does not hold yet
     /// (an address added a moment ago, an address on `lo`, an `AnyIP` route).
     fn fib_local(&self, p: &Packet) -> bool;
-    /// The verdict of the first fragment of this datagram ([`FragVerdict`]), if it passed.
+    /// The verdict of the first fragment of this datagram ([`FragVerdict`]), if it was seen.
     fn frag_get(&self, key: &FragKey) -> Option<u32>;
-    /// Remember the verdict of the first fragment of this datagram, which passed.
+    /// Remember the verdict of the first fragment of this datagram.
     fn frag_put(&self, key: &FragKey, verdict: u32);
     /// Whether a connected socket of this host owns the flow of `p` (`p.src:sport` remote,
     /// `p.dst:dport` local): a TCP connection in any state but LISTEN (including `TIME_WAIT`
@@ -212,9 +212,16 @@ pub fn classify<E: Env>(env: &E, p: &Packet) -> Outcome {
     }
 
     // Later fragments carry no ports: they follow their first fragment's verdict, whatever
-    // passed it (a rule, or being the answer to the host's own request).
+    // passed it (a rule, or being the answer to the host's own request). One that comes before
+    // its first fragment passes: the kernel holds it until the first fragment, judged when it
+    // comes, completes the datagram or never does.
     if p.frag == Frag::Later {
         return match env.frag_get(&frag_key(p)) {
+            None => Outcome::Pass(Reason::FragmentUnmatched),
+            Some(v) if v & FragVerdict::DENIED != 0 => Outcome::Deny {
+                reason: Reason::FragmentDropped,
+                hint: 0,
+            },
             Some(v) if v & FragVerdict::PASSED == 0 => Outcome::Allow { slot: v },
             Some(v) => Reason::from_u32(v & !FragVerdict::PASSED).map_or(
                 Outcome::Deny {
@@ -223,19 +230,19 @@ pub fn classify<E: Env>(env: &E, p: &Packet) -> Outcome {
                 },
                 Outcome::Pass,
             ),
-            None => Outcome::Deny {
-                reason: Reason::FragmentDropped,
-                hint: 0,
-            },
         };
     }
 
     let outcome = judge(env, p, &cfg);
     if p.frag == Frag::First {
+        let key = frag_key(p);
         match outcome {
-            Outcome::Allow { slot } => env.frag_put(&frag_key(p), slot),
-            Outcome::Pass(reason) => {
-                env.frag_put(&frag_key(p), FragVerdict::PASSED | reason as u32);
+            Outcome::Allow { slot } => env.frag_put(&key, slot),
+            Outcome::Pass(reason) => env.frag_put(&key, FragVerdict::PASSED | reason as u32),
+            // A denied first fragment never reaches the kernel, so it must not undo one that
+            // passed: a spoofed duplicate would otherwise cut off the allowed datagram's rest.
+            Outcome::Deny { reason, .. } if env.frag_get(&key).is_none() => {
+                env.frag_put(&key, FragVerdict::DENIED | reason as u32);
             }
             Outcome::Deny { .. } => {}
         }

@@ -26,7 +26,7 @@ pub const LOCAL_V6: &str = "PG_LOCAL_V6";
 /// State: the MAC addresses of this host's own interfaces (frames the stack receives); the
 /// value is unused (1).
 pub const HOST_MACS: &str = "PG_HOST_MACS";
-/// State: first fragments that passed, [`FragKey`] -> their verdict ([`FragVerdict`]).
+/// State: first fragments seen, [`FragKey`] -> their verdict ([`FragVerdict`]).
 pub const FRAGS: &str = "PG_FRAGS";
 /// State: UDP datagrams this host sent, [`UdpOutKey`] -> coarse time sent (ns), written by the
 /// egress program, read by the XDP program for replies to unconnected UDP sockets.
@@ -80,12 +80,15 @@ pub const LOCAL_BROADCAST: u32 = 2;
 
 /// The verdict of a datagram's first fragment, which its later fragments follow: a rule slot
 /// (below [`MAX_RULES`]), or [`FragVerdict::PASSED`] plus the discriminant of the reason it
-/// passed for (a reply to the host's own request, for example).
+/// passed for (a reply to the host's own request, for example), or [`FragVerdict::DENIED`]
+/// plus the reason it was dropped for.
 pub struct FragVerdict;
 
 impl FragVerdict {
     /// Marks a verdict that is a pass reason, not a rule slot.
     pub const PASSED: u32 = 1 << 31;
+    /// Marks a first fragment that was denied: its later fragments are dropped too.
+    pub const DENIED: u32 = 1 << 30;
 }
 
 /// Packets and bytes; per-CPU, summed by the reader.

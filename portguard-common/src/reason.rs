@@ -31,7 +31,7 @@ pub enum Reason {
     SourceNotAllowed = 10,
     /// An IP protocol the policy has no rule for (GRE, ESP, ...).
     ProtoNotOpen = 11,
-    /// A non-first fragment whose first fragment was not allowed (or not seen).
+    /// A later fragment whose first fragment was denied.
     FragmentDropped = 12,
     /// Non-IP ethertype dropped by `non_ip = "drop"`.
     NonIpDropped = 13,
@@ -42,10 +42,17 @@ pub enum Reason {
     // ---- neither ----
     /// A frame of the daemon's self-test, judged like any other but counted only here.
     SelfTest = 16,
+    // ---- passed (added after the others, so existing counters keep their index) ----
+    /// A later fragment whose first fragment has not been seen: fragments arrive out of order
+    /// (last first, or by different paths), and dropping them loses datagrams a rule allows.
+    /// Passing one opens nothing: the kernel reassembles no datagram without its first
+    /// fragment, which carries the ports and is judged when it comes (its later fragments
+    /// wait in the kernel's bounded reassembly queue until then, or until they expire).
+    FragmentUnmatched = 17,
 }
 
 /// Number of reasons; the size of the reason counter map.
-pub const REASON_COUNT: u32 = 17;
+pub const REASON_COUNT: u32 = 18;
 
 impl Reason {
     /// All reasons in counter-map order.
@@ -67,12 +74,13 @@ impl Reason {
         Reason::NotForHostDropped,
         Reason::TooDeep,
         Reason::SelfTest,
+        Reason::FragmentUnmatched,
     ];
 
     /// Whether packets with this reason are passed to the stack (in enforce mode).
     #[must_use]
     pub const fn passes(self) -> bool {
-        (self as u32) <= Reason::AuditPassed as u32
+        (self as u32) <= Reason::AuditPassed as u32 || matches!(self, Reason::FragmentUnmatched)
     }
 
     /// Stable, lowercase name used in `status`, JSON and metrics labels.
@@ -96,6 +104,7 @@ impl Reason {
             Reason::NotForHostDropped => "not-for-host-dropped",
             Reason::TooDeep => "too-deep",
             Reason::SelfTest => "self-test",
+            Reason::FragmentUnmatched => "fragment-unmatched",
         }
     }
 

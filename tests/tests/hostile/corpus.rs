@@ -10,8 +10,8 @@ use integration_tests::{
 use portguard_common::{
     classify::Outcome,
     reason::Reason::{
-        self, Arp, BroadcastPassed, FragmentDropped, Malformed, NonIpPassed, NotForHost,
-        PortNotOpen, ProtoNotOpen, SourceNotAllowed, TooDeep,
+        self, Arp, BroadcastPassed, FragmentDropped, FragmentUnmatched, Malformed, NonIpPassed,
+        NotForHost, PortNotOpen, ProtoNotOpen, SourceNotAllowed, TooDeep,
     },
 };
 
@@ -446,7 +446,7 @@ fn fragment_cases(c: &mut Corpus) {
     c.add(
         "later fragment of a tiny first fragment",
         later(10, 1, false, vec![0; 16]),
-        Want::Deny(FragmentDropped),
+        Want::Pass(FragmentUnmatched),
     );
     // Overlap: an allowed first fragment, then pieces that would rewrite its header.
     c.add(
@@ -476,12 +476,12 @@ fn fragment_cases(c: &mut Corpus) {
             let f = Frame::v4([198, 18, 1, 8], HOST4, raw(6, vec![0; 8]));
             frag(f, 100, 1, false).build()
         },
-        Want::Deny(FragmentDropped),
+        Want::Pass(FragmentUnmatched),
     );
     c.add(
         "later fragment of the same id with another protocol",
         frag(v4(raw(17, vec![0; 8])), 100, 1, false).build(),
-        Want::Deny(FragmentDropped),
+        Want::Pass(FragmentUnmatched),
     );
     // A denied first fragment: its later fragments are dropped too.
     c.add(
@@ -495,15 +495,17 @@ fn fragment_cases(c: &mut Corpus) {
         Want::Deny(FragmentDropped),
     );
     // Later fragments whose payload starts like a header to an open port: never read as ports.
+    // Before any first fragment of their datagram they pass as unmatched (fragments arrive out
+    // of order); the kernel delivers nothing without the first fragment, which is judged.
     c.add(
         "orphan later fragment shaped like a TCP header to 22",
         later(102, 1, true, tcp_header(40000, 22)),
-        Want::Deny(FragmentDropped),
+        Want::Pass(FragmentUnmatched),
     );
     c.add(
         "orphan later fragment at the maximum offset",
         later(103, 0x1fff, false, tcp_header(40000, 22)),
-        Want::Deny(FragmentDropped),
+        Want::Pass(FragmentUnmatched),
     );
 }
 
@@ -533,6 +535,7 @@ fn fragment_flag_cases(c: &mut Corpus) {
         field(0xe000, 23),
         Want::Deny(PortNotOpen),
     );
+    // Same datagram (source, id, protocol) as the denied first fragment above.
     c.add(
         "DF only, offset 1: a later fragment without MF",
         field(0x4001, 22),
@@ -556,7 +559,7 @@ fn ipv6_fragment_cases(c: &mut Corpus) {
     c.add(
         "ipv6 orphan later fragment shaped like a header to 22",
         v6frag(raw(6, tcp_header(40000, 22)), 0xbeef, 1, false),
-        Want::Deny(FragmentDropped),
+        Want::Pass(FragmentUnmatched),
     );
     c.add(
         "ipv6 atomic fragment (offset 0, no M) to a closed port",
@@ -611,7 +614,7 @@ fn ipv6_fragment_cases(c: &mut Corpus) {
             f.frag = Some((0x1234, 0, true));
             f.build()
         },
-        Want::Deny(FragmentDropped),
+        Want::Pass(FragmentUnmatched),
     );
 }
 

@@ -16,7 +16,7 @@ use portguard_common::{
     config::{Config, PASS as CFG_PASS},
     maps::FragKey,
     packet::{Family, Frag, Kind, Packet},
-    reason::Reason::{Arp, BroadcastPassed, NonIpPassed, NotForHost},
+    reason::Reason::{Arp, BroadcastPassed, FragmentUnmatched, NonIpPassed, NotForHost},
 };
 
 use super::policy::locals;
@@ -257,6 +257,10 @@ pub(super) fn explained(
                 }
                 (BroadcastPassed, View::Ip(Some(ip))) => {
                     cfg.broadcast == CFG_PASS && is_group_or_broadcast(ip.dst)
+                }
+                // A later fragment before its first: the stack holds it, delivers nothing alone.
+                (FragmentUnmatched, View::Ip(Some(ip))) => {
+                    matches!(ip.upper, Upper::Later | Upper::Discarded)
                 }
                 // No socket in the test's namespace, enforce mode: nothing else may pass.
                 _ => false,
