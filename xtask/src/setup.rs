@@ -37,6 +37,12 @@ const PACKAGES: &[&str] = &[
     "prometheus",
     // Debian's python3 with venv, for the Ansible tools below.
     "python3-venv",
+    // Independent tools that attack the protected host in tests/tests/tools.rs: port scans
+    // (SYN, ACK, FIN, NULL, Xmas), crafted packets (scapy, for Debian's /usr/bin/python3, not
+    // whatever python3 comes first on PATH), and floods.
+    "nmap",
+    "python3-scapy",
+    "hping3",
 ];
 
 /// The venv holding ansible-core and ansible-lint for the role's tests (tests/tests/ansible.rs
