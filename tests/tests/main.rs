@@ -19,3 +19,4 @@ mod hostile;
 mod lab;
 mod packaging;
 mod prometheus_rules;
+mod tools;
