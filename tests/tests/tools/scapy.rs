@@ -109,7 +109,7 @@ impl Run {
         for c in &self.cases {
             let _ = write!(
                 s,
-                "{:<44} {:<8} {label}: {:?}",
+                "{:<48} {:<8} {label}: {:?}",
                 c.id,
                 c.expect,
                 self.reached(&c.id)
