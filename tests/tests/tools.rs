@@ -13,7 +13,8 @@
 //! Every test also shows what the host does without portguard, or relies on the kernel's
 //! documented answer to the same packet, so a pass means the datapath stopped it; and the
 //! counters of `portguard status --json` tie the drops to the datapath. No timing is asserted:
-//! every wait is bounded, and the only thing a slow machine can make fail is a 10 s connection.
+//! every wait is bounded, and all a slow machine can make fail is a connection attempt (10 s)
+//! or an nmap scan (120 s).
 
 mod flood;
 mod lan;
@@ -45,8 +46,8 @@ use self::{
 };
 
 /// TCP ports no rule of the test site opens, each with a listener on the host: the lowest and
-/// the highest, a well-known one, one next to the console range, and two ephemeral ones. A
-/// scan that sees one of them answer found a hole.
+/// the highest, two well-known ones, one next to the console range, one in the ephemeral range.
+/// A scan that sees one of them answer found a hole.
 const DECOYS: [u16; 6] = [1, 80, 6924, 8080, 40000, 65535];
 
 /// A UDP port no rule opens (a listener waits on it in the scapy tests).
@@ -159,17 +160,18 @@ impl Setup {
     }
 }
 
-/// `f` for both of the host's addresses at once (two threads); the results, IPv4 first.
+/// `f` for both of the host's addresses at once (two threads); the results, IPv4 first. A
+/// panic in either is the test's panic, with its own message.
 fn both_families<T: Send>(setup: &Setup, f: impl Fn(IpAddr) -> T + Sync) -> [(IpAddr, T); 2] {
     let host = &setup.lan.host;
     thread::scope(|s| {
         let f = &f;
         let v4 = s.spawn(move || f(host.v4));
         let v6 = s.spawn(move || f(host.v6));
-        [
-            (host.v4, v4.join().expect("IPv4 scan")),
-            (host.v6, v6.join().expect("IPv6 scan")),
-        ]
+        let join = |h: thread::ScopedJoinHandle<'_, T>| {
+            h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+        };
+        [(host.v4, join(v4)), (host.v6, join(v6))]
     })
 }
 
