@@ -25,3 +25,4 @@ mod packages;
 mod packaging;
 mod prometheus_rules;
 mod suggest;
+mod tools;

@@ -44,6 +44,12 @@ const PACKAGES: &[&str] = &[
     "dpkg-dev",
     "rpm",
     "man-db",
+    // Independent tools that attack the protected host in tests/tests/tools.rs: port scans
+    // (SYN, ACK, FIN, NULL, Xmas), crafted packets (scapy, for Debian's /usr/bin/python3, not
+    // whatever python3 comes first on PATH), and floods.
+    "nmap",
+    "python3-scapy",
+    "hping3",
 ];
 
 /// Cargo subcommands for `cargo xtask release` and `package`, at pinned versions: (crate,
