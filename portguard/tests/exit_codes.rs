@@ -1,13 +1,13 @@
 //! One exit-code convention for every verb: 0 fine, 1 a policy or verdict problem, 2 a usage or
 //! environment error. Each verb is run as a user runs it, and its status compared.
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use super::common::policies;
 
 /// Run the CLI with `args`, outside any SSH session; its exit status.
 fn status(args: &[&str]) -> i32 {
-    let out = Command::new(env!("CARGO_BIN_EXE_portguard"))
+    let out = crate::common::portguard()
         .args(args)
         .env_remove("SSH_CONNECTION")
         .output()

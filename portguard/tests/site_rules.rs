@@ -6,7 +6,6 @@ use std::{
     fs,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use super::common::{policies, toml_files};
@@ -38,7 +37,7 @@ fn load(site: &Path) -> Result<policy::Policy, Diagnostics> {
 }
 
 fn check(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_portguard"))
+    crate::common::portguard()
         .arg("check")
         .args(args)
         .arg("--policies")

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use super::{EXIT_POLICY, args::PolicyArgs};
 use crate::{
+    lockout::Guard,
     paths,
     policy::{self, Diagnostic, Severity},
 };
@@ -24,12 +25,14 @@ pub(super) fn run(args: &PolicyArgs, opts: Options) -> anyhow::Result<ExitCode> 
     let dir = paths::policies_dir(args.policies.as_deref());
     let (valid, mut errors, warnings, summary) = match policy::load(&args.site, &dir) {
         Ok(p) => {
-            if let Some(cut) = crate::lockout::session_cut(&p, &[]) {
-                if !opts.force {
+            match crate::lockout::session_cut(&p, &[]) {
+                Guard::Clear => {}
+                Guard::Cut(cut) if !opts.force => {
                     eprintln!("{}: error: {cut}", args.site.display());
                     return Ok(ExitCode::from(EXIT_POLICY));
                 }
-                eprintln!("{}: warning (forced): {cut}", args.site.display());
+                Guard::Cut(cut) => eprintln!("{}: warning (forced): {cut}", args.site.display()),
+                Guard::Unknown(why) => eprintln!("{}: warning: {why}", args.site.display()),
             }
             let summary = serde_json::json!({
                 "products": p.products, "rules": p.rules.len(),

@@ -16,6 +16,7 @@ use super::{
     reload::{daemon_pid, signal},
 };
 use crate::{
+    lockout::Guard,
     paths::TRIAL_REQUEST,
     state::{self, State, TrialRequest},
 };
@@ -39,13 +40,13 @@ pub(super) fn apply(
     let (before, pid) = running(args)?;
     // Refuse here, before the daemon sees anything, a policy that locks this session out.
     let dir = crate::paths::policies_dir(before.policies.as_deref());
-    if let Ok(p) = crate::policy::load(&before.site, &dir)
-        && let Some(cut) = crate::lockout::session_cut(&p, &before.host_roles)
-    {
-        if !force {
-            bail!("{}: {cut}", before.site.display());
+    if let Ok(p) = crate::policy::load(&before.site, &dir) {
+        match crate::lockout::session_cut(&p, &before.host_roles) {
+            Guard::Clear => {}
+            Guard::Cut(cut) if !force => bail!("{}: {cut}", before.site.display()),
+            Guard::Cut(cut) => eprintln!("portguard: warning (forced): {cut}"),
+            Guard::Unknown(why) => eprintln!("portguard: warning: {why}"),
         }
-        eprintln!("portguard: warning (forced): {cut}");
     }
     state::write_json(
         &args.run_dir,

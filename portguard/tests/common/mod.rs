@@ -1,9 +1,34 @@
-//! Paths the tests share: the checkout, its shipped policy files and its broken fixtures.
+//! Paths the tests share: the checkout, its shipped policy files and its broken fixtures; and
+//! the CLI run as a test must run it.
 
 use std::{
     fs,
     path::{Path, PathBuf},
+    process::Command,
 };
+
+/// `program`, run where no ancestor is visible: in a new PID namespace with its own /proc (and a
+/// user namespace, so no privilege is needed). The lockout guard looks for the SSH session in
+/// the ancestors' environments, and the tests must not find the one of whoever runs them (a
+/// developer's shell, a CI runner logged in over SSH).
+pub(crate) fn hermetic(program: &Path) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--user",
+        "--map-root-user",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+    ])
+    .arg(program)
+    .env_remove("SSH_CONNECTION");
+    cmd
+}
+
+/// The `portguard` CLI, run [`hermetic`]ally.
+pub(crate) fn portguard() -> Command {
+    hermetic(Path::new(env!("CARGO_BIN_EXE_portguard")))
+}
 
 /// The workspace root.
 pub(crate) fn repo() -> PathBuf {
