@@ -230,6 +230,25 @@ fn a_new_address_is_judged_from_its_first_packet() {
     );
 }
 
+/// `portguard run` started once outside the test harness (it is expected to refuse to start):
+/// its pins in `pins`, its run and state directories beside the site file.
+fn run_once(site_path: &std::path::Path, pins: &std::path::Path) -> std::process::Output {
+    let run = site_path.with_file_name("run");
+    std::process::Command::new(binary())
+        .args(["run", "--site"])
+        .arg(site_path)
+        .arg("--policies")
+        .arg(policies_dir())
+        .arg("--pin-dir")
+        .arg(pins)
+        .arg("--run-dir")
+        .arg(&run)
+        .arg("--state-dir")
+        .arg(run.join("state"))
+        .output()
+        .expect("run")
+}
+
 /// Start a non-blocking TCP connect to `to`.
 fn nonblocking_connect(to: SocketAddr) -> Socket {
     let s = Socket::new(Domain::for_address(to), Type::STREAM, None).expect("socket");
@@ -358,19 +377,7 @@ fn a_site_file_others_can_write_is_refused_by_run() {
     let site_path = site(&pair, false);
     std::fs::set_permissions(&site_path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
     let pins = std::path::Path::new("/sys/fs/bpf").join(unique("pg-writable-"));
-    let out = std::process::Command::new(binary())
-        .args(["run", "--site"])
-        .arg(&site_path)
-        .arg("--policies")
-        .arg(policies_dir())
-        .arg("--pin-dir")
-        .arg(&pins)
-        .arg("--run-dir")
-        .arg(site_path.with_file_name("run"))
-        .arg("--state-dir")
-        .arg(std::path::Path::new(&site_path.with_file_name("run")).join("state"))
-        .output()
-        .expect("run");
+    let out = run_once(&site_path, &pins);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -387,19 +394,7 @@ fn a_pin_directory_someone_else_created_is_refused() {
     let pins = std::path::Path::new("/sys/fs/bpf").join(unique("pg-squat-"));
     std::fs::create_dir(&pins).expect("mkdir");
     std::os::unix::fs::chown(&pins, Some(65534), Some(65534)).expect("chown");
-    let out = std::process::Command::new(binary())
-        .args(["run", "--site"])
-        .arg(&site_path)
-        .arg("--policies")
-        .arg(policies_dir())
-        .arg("--pin-dir")
-        .arg(&pins)
-        .arg("--run-dir")
-        .arg(site_path.with_file_name("run"))
-        .arg("--state-dir")
-        .arg(std::path::Path::new(&site_path.with_file_name("run")).join("state"))
-        .output()
-        .expect("run");
+    let out = run_once(&site_path, &pins);
     let _ = std::fs::remove_dir_all(&pins);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");

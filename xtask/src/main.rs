@@ -114,39 +114,39 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "--bins",
         "--tests",
     ])?;
-    let mut integ = vec![
-        "test",
-        "-p",
-        "integration-tests",
-        "--test",
-        "integration",
-        "--",
-        "--test-threads=2",
-    ];
-    integ.extend(args.iter().map(String::as_str));
     // A daemon a test starts without its own --state-dir must not leave a last good policy in
     // this machine's /var/lib/portguard (nor find one there).
     let scratch = setup::workspace().join("target/test-state");
-    let scratch = scratch.display().to_string();
-    run::cargo_env(&integ, &[("PORTGUARD_STATE_DIR", &scratch)])
+    integration(&["--test-threads=2"], args, &scratch.display().to_string())
 }
 
 /// The tests of the packages `package` built (ignored in the default run, which builds none).
 fn packages_test(args: &[String]) -> anyhow::Result<()> {
     setup::require_root("the packages test installs and purges the .deb")?;
+    let mut filter = vec!["packages::".to_owned()];
+    filter.extend_from_slice(args);
+    // The installed daemon keeps its last good policy where the package says.
+    integration(
+        &["--ignored", "--test-threads=1"],
+        &filter,
+        "/var/lib/portguard",
+    )
+}
+
+/// The `integration` test binary with `harness` options, then `args` (filters), with daemons'
+/// default state directory at `state_dir`.
+fn integration(harness: &[&str], args: &[String], state_dir: &str) -> anyhow::Result<()> {
     let mut integ = vec![
         "test",
         "-p",
         "integration-tests",
         "--test",
         "integration",
-        "packages::",
         "--",
-        "--ignored",
-        "--test-threads=1",
     ];
+    integ.extend_from_slice(harness);
     integ.extend(args.iter().map(String::as_str));
-    run::cargo(&integ)
+    run::cargo_env(&integ, &[("PORTGUARD_STATE_DIR", state_dir)])
 }
 
 fn lint() -> anyhow::Result<()> {

@@ -29,6 +29,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 pub use error::DaemonError;
 
+use crate::error_chain as chain;
 use crate::{
     audit,
     compile::{self, HostPolicy, host_roles, slots},
@@ -287,18 +288,6 @@ fn warn_unopened_metrics(host: &HostPolicy, addr: std::net::SocketAddr) {
              \"Prometheus scrapes portguard\", and map site.prometheus in [roles]"
         );
     }
-}
-
-/// An error and its causes on one line, as logs and the state file show them.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 impl Daemon {

@@ -4,55 +4,14 @@ use std::path::Path;
 
 use super::DaemonError;
 
-const CAP_NET_ADMIN: u32 = 12;
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
-/// Effective capabilities of this process (capget, version 3: two 32-bit words).
-fn effective_caps() -> std::io::Result<u64> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut header = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: header and data have the layout capget(2) documents for version 3.
-    let rc = unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(u64::from(data[0].effective) | (u64::from(data[1].effective) << 32))
-}
-
 /// Fail, naming what is missing, unless this process may load and attach XDP programs:
 /// `CAP_BPF` (or `CAP_SYS_ADMIN` on kernels before 5.8), `CAP_NET_ADMIN`, and `CAP_PERFMON`
 /// (or `CAP_SYS_ADMIN`) for the helpers the program calls.
 pub fn check_capabilities() -> Result<(), DaemonError> {
-    let caps =
-        effective_caps().map_err(DaemonError::system("reading this process's capabilities"))?;
-    let has = |c: u32| caps & (1 << c) != 0;
-    let mut missing = Vec::new();
-    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_BPF");
-    }
-    if !has(CAP_NET_ADMIN) {
-        missing.push("CAP_NET_ADMIN");
-    }
-    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_PERFMON");
-    }
+    let missing = crate::doctor::missing_capabilities().map_err(|e| DaemonError::System {
+        what: "reading this process's capabilities",
+        source: std::io::Error::other(e),
+    })?;
     if !missing.is_empty() {
         return Err(DaemonError::Capabilities {
             missing: missing.join(", "),

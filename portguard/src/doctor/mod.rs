@@ -520,41 +520,43 @@ pub fn probe() -> Report {
     Report::new(sys::kernel_release(), probes)
 }
 
-/// Whether this process has what loading and attaching need.
-fn capabilities() -> Probe {
-    const CAP_NET_ADMIN: u32 = 12;
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
-    let caps = match sys::effective_caps() {
-        Ok(c) => c,
-        Err(e) => {
-            return Probe::new(
-                Feature::Capabilities,
-                Status::Unknown,
-                format!("capget: {e}"),
-            );
-        }
-    };
-    let has = |c: u32| caps & (1 << c) != 0;
+/// The capabilities loading and attaching need that this process's effective set lacks:
+/// `CAP_BPF` (or `CAP_SYS_ADMIN`, before 5.8), `CAP_NET_ADMIN`, and `CAP_PERFMON` (or
+/// `CAP_SYS_ADMIN`) for the helpers the program calls.
+pub fn missing_capabilities() -> Result<Vec<&'static str>, caps::errors::CapsError> {
+    use caps::{CapSet, Capability};
+    let effective = caps::read(None, CapSet::Effective)?;
+    let has = |c| effective.contains(&c);
+    let admin = has(Capability::CAP_SYS_ADMIN);
     let mut missing = Vec::new();
-    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+    if !has(Capability::CAP_BPF) && !admin {
         missing.push("CAP_BPF");
     }
-    if !has(CAP_NET_ADMIN) {
+    if !has(Capability::CAP_NET_ADMIN) {
         missing.push("CAP_NET_ADMIN");
     }
-    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+    if !has(Capability::CAP_PERFMON) && !admin {
         missing.push("CAP_PERFMON");
     }
-    if missing.is_empty() {
-        Probe::new(Feature::Capabilities, Status::Present, "effective")
-    } else {
-        Probe::new(
+    Ok(missing)
+}
+
+/// Whether this process has what loading and attaching need.
+fn capabilities() -> Probe {
+    match missing_capabilities() {
+        Err(e) => Probe::new(
+            Feature::Capabilities,
+            Status::Unknown,
+            format!("capget: {e}"),
+        ),
+        Ok(missing) if missing.is_empty() => {
+            Probe::new(Feature::Capabilities, Status::Present, "effective")
+        }
+        Ok(missing) => Probe::new(
             Feature::Capabilities,
             Status::Absent,
             format!("not effective: {}", missing.join(", ")),
-        )
+        ),
     }
 }
 

@@ -322,33 +322,6 @@ pub(super) fn in_private_netns<T: Send>(f: impl FnOnce(u32) -> T + Send) -> io::
     })
 }
 
-/// Effective capabilities of this process (capget, version 3: two 32-bit words).
-pub(super) fn effective_caps() -> io::Result<u64> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut header = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: header and data have the layout capget(2) documents for version 3.
-    let rc = unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(u64::from(data[0].effective) | (u64::from(data[1].effective) << 32))
-}
-
 /// The running kernel's release (`uname -r`).
 pub(super) fn kernel_release() -> String {
     // SAFETY: uname fills the struct we pass.

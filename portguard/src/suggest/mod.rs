@@ -36,6 +36,7 @@ use crate::{
         self, HostPolicy,
         flow::{Decider, Flow},
     },
+    error_chain as chain,
     policy::{Diagnostics, Policy, Proto},
     state::{SavedSample, State},
 };
@@ -604,18 +605,6 @@ fn idle(input: &Input<'_>) -> Option<Vec<Idle>> {
             })
             .collect(),
     )
-}
-
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 /// The report a person reads (as `#` comments, which `patch` skips), then the diff.
