@@ -165,11 +165,13 @@ mod tests {
 
     #[test]
     fn stat_reads_the_command_and_parent_past_parentheses_in_the_name() {
-        let dir = std::env::temp_dir().join(format!("pg-stat-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("stat"), "4242 (sshd: a (b)) S 17 4242 4242 0 -1\n").unwrap();
-        assert_eq!(stat(&dir), Some(("sshd: a (b)".to_owned(), 17)));
-        std::fs::remove_dir_all(&dir).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("stat"),
+            "4242 (sshd: a (b)) S 17 4242 4242 0 -1\n",
+        )
+        .unwrap();
+        assert_eq!(stat(dir.path()), Some(("sshd: a (b)".to_owned(), 17)));
     }
 
     #[test]

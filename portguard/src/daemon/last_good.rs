@@ -166,18 +166,7 @@ mod tests {
     use super::*;
 
     fn scratch() -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "pg-last-good-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    fn rand_suffix() -> u64 {
-        use std::hash::{BuildHasher as _, RandomState};
-        RandomState::new().hash_one(0u8)
+        tempfile::tempdir().unwrap().keep()
     }
 
     #[test]

@@ -35,7 +35,8 @@ mod tests {
 
     #[test]
     fn matches_sha256sum_and_changes_with_drop_ins() {
-        let dir = std::env::temp_dir().join(format!("pg-digest-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         std::fs::create_dir_all(dir.join("site.d")).unwrap();
         let site = dir.join("site.toml");
         std::fs::write(&site, "abc").unwrap();

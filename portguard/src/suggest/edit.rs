@@ -115,16 +115,15 @@ impl SiteEdit {
     /// Load the edited site with the products of `policies`, from copies in a directory of
     /// its own (the real files stay as they are).
     pub fn load(&self, policies: &Path) -> Result<Result<Policy, Diagnostics>, SuggestError> {
-        let dir = std::env::temp_dir().join(format!(
-            "portguard-suggest-{}-{}",
-            std::process::id(),
-            crate::state::now_ms()
-        ));
-        let result = self
-            .write_copies(&dir)
-            .map(|site| policy::load(&site, policies));
-        let _ = std::fs::remove_dir_all(&dir);
-        result
+        let dir = tempfile::Builder::new()
+            .prefix("portguard-suggest-")
+            .tempdir()
+            .map_err(|source| SuggestError::Write {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        self.write_copies(dir.path())
+            .map(|site| policy::load(&site, policies))
     }
 
     /// Write the edited files into `dir` as a site file and its drop-ins; the copy of the main
@@ -202,11 +201,8 @@ mod tests {
     use super::*;
 
     fn site(text: &str, drop_in: Option<&str>) -> (PathBuf, SiteEdit) {
-        let dir = std::env::temp_dir().join(format!(
-            "pg-edit-{}-{}",
-            std::process::id(),
-            crate::state::now_ms()
-        ));
+        // Kept (not removed on drop): the tests compare paths under it.
+        let dir = tempfile::tempdir().unwrap().keep();
         std::fs::create_dir_all(dir.join("site.d")).unwrap();
         let path = dir.join("site.toml");
         std::fs::write(&path, text).unwrap();

@@ -780,7 +780,8 @@ mod tests {
 
     #[test]
     fn proposes_the_mapping_and_the_feature_and_leaves_the_rest() {
-        let dir = std::env::temp_dir().join(format!("pg-suggest-unit-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         std::fs::create_dir_all(&dir).unwrap();
         let site = dir.join("site.toml");
         std::fs::write(
