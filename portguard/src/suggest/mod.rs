@@ -782,7 +782,6 @@ mod tests {
     fn proposes_the_mapping_and_the_feature_and_leaves_the_rest() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        std::fs::create_dir_all(&dir).unwrap();
         let site = dir.join("site.toml");
         std::fs::write(
             &site,
@@ -864,7 +863,6 @@ mod tests {
         .unwrap();
         assert!(again.features.is_empty(), "{again:#?}");
         assert_eq!(again.already_allowed.packets, 4);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
