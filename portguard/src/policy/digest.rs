@@ -46,6 +46,7 @@ mod tests {
         let with = site_sha256(&site).unwrap();
         assert_eq!(with.len(), 16);
         assert_ne!(with, "ba7816bf8f01cfea");
+        std::fs::remove_dir_all(dir).unwrap();
         assert!(site_sha256(&site).is_err());
     }
 }
