@@ -29,6 +29,12 @@ const PACKAGES: &[&str] = &[
     "util-linux",
     // `systemd-analyze verify` checks the unit file in the tests.
     "systemd",
+    // `cargo xtask test --kernel`: the VM, its init (a static busybox), the initramfs packer, and
+    // `depmod`, which writes the modules.dep a kernel package leaves to its postinst.
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "kmod",
 ];
 
 /// The rustup name under which the Debian toolchain is linked (portguard/build.rs uses it).
