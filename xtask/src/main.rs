@@ -6,6 +6,7 @@ mod fuzz;
 mod install;
 mod run;
 mod setup;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -24,9 +25,26 @@ enum Task {
     Setup,
     /// Build the workspace (the eBPF object is built by portguard's build.rs).
     Build,
-    /// Setup, then unit tests, then the privileged integration tests (needs root).
+    /// Setup, then unit tests, then the privileged integration tests (needs root). With
+    /// --kernel: the packet- and attach-level tests in a QEMU VM booting that kernel instead.
     Test {
-        /// Extra arguments for the integration test binary (e.g. a test name filter).
+        /// Boot this kernel in a VM and run the tests there: a version (`6.1`, `6.12`: Debian's
+        /// newest package of it) or a path (a bzImage, or an unpacked kernel package).
+        /// Repeatable.
+        #[arg(long, value_name = "VERSION|PATH")]
+        kernel: Vec<String>,
+        /// With --kernel: only these suites (`datapath`, `differential`, `hostile`, `attach`,
+        /// `host_safety`, `daemon`, `bonds`) or levels
+        /// (`packet-level`, `attach-level`).
+        #[arg(long, value_delimiter = ',', requires = "kernel")]
+        only: Vec<String>,
+        /// With --kernel: time limit of each VM, in minutes.
+        #[arg(long, default_value_t = 150, requires = "kernel")]
+        vm_minutes: u64,
+        /// With --kernel: virtual CPUs of the VM (also the test threads per binary).
+        #[arg(long, default_value_t = 2, requires = "kernel")]
+        vm_cpus: u32,
+        /// Extra arguments for the integration test binaries (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
@@ -63,7 +81,22 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Setup => setup::setup(),
         Task::Build => setup::setup().and_then(|()| run::cargo(&["build", "--workspace"])),
-        Task::Test { args } => test(&args),
+        Task::Test {
+            kernel,
+            only,
+            vm_minutes,
+            vm_cpus,
+            args,
+        } if !kernel.is_empty() => setup::setup().and_then(|()| {
+            vm::test(&vm::Options {
+                kernels: kernel,
+                only,
+                limit: std::time::Duration::from_secs(vm_minutes * 60),
+                cpus: vm_cpus,
+                args,
+            })
+        }),
+        Task::Test { args, .. } => test(&args),
         Task::Lint => lint(),
         Task::Install { prefix, destdir } => install::install(&prefix, destdir.as_deref()),
         Task::Bench { which } => bench::bench(&which),
