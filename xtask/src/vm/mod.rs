@@ -9,11 +9,14 @@
 //!   package has no `modules.dep` (its postinst writes it), so `depmod -b` writes one.
 //! - **Guest root: the host's `/`, read-only over virtio-9p**, chrooted into after tmpfs is
 //!   mounted over `/tmp`, `/var/tmp`, `/run`, `/root` and fresh proc, sysfs, devtmpfs and bpffs
-//!   over theirs. The test binaries, the `portguard-cli` beside them, `policies/`, their shared
-//!   libraries and every tool a test runs (`ip`, `ethtool`, `ping`, `tcpdump`, `nft`) are then
-//!   exactly the host's, at the same paths, with no list to keep in step as tests change; and
-//!   read-only means nothing in the guest can change the host. Copying binaries and libraries
-//!   into the initramfs would work too, but every new tool would need a new line.
+//!   over theirs. `policies/`, the shared libraries and every tool a test runs (`ip`,
+//!   `ethtool`, `ping`, `tcpdump`, `nft`) are then exactly the host's, at the same paths, with
+//!   no list to keep in step as tests change; and read-only means nothing in the guest can
+//!   change the host. Copying binaries and libraries into the initramfs would work too, but
+//!   every new tool would need a new line. The test binaries and the `portguard-cli` beside
+//!   them are built on the host (`cargo test --no-run`) and copied to
+//!   `target/vm/<release>/bin/` first, so a build on the host during a long run cannot
+//!   rewrite them under the guest.
 //! - **Init:** Debian's static busybox and a shell script (`guest.rs`) in an initramfs packed
 //!   with `cpio -H newc`. It loads the modules the tests need from the kernel's own tree, in
 //!   `modules.dep` order ([`MODULES`]), mounts, runs each suite, and reboots, which ends QEMU
@@ -172,13 +175,13 @@ pub(crate) fn test(opts: &Options) -> anyhow::Result<()> {
         .iter()
         .map(|k| kernel::resolve(k, &out.join("kernels")))
         .collect::<anyhow::Result<_>>()?;
-    let exes = build_tests()?;
+    let built = build_tests()?;
     let mut failed = Vec::new();
     let mut summaries = String::new();
     for k in &kernels {
-        let runs = guest_runs(&suites, &exes, opts)?;
         let dir = out.join(&k.release);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let exes = snapshot(&built, &suites, &dir.join("bin"))?;
+        let runs = guest_runs(&suites, &exes, opts);
         let modules = if let Some(m) = &k.modules {
             kernel::load_order(m, MODULES)?
         } else {
@@ -250,17 +253,24 @@ fn target_dir() -> PathBuf {
     )
 }
 
-/// A test binary cargo built: target name, executable, crate directory.
+/// A binary cargo built: target name, executable, crate directory.
 #[derive(Debug)]
-struct TestExe {
+struct Built {
     name: String,
     exe: PathBuf,
     dir: PathBuf,
 }
 
+/// What cargo built for the VM: the test binaries, and the CLI the daemon tests run.
+#[derive(Debug)]
+struct Binaries {
+    tests: Vec<Built>,
+    cli: Option<PathBuf>,
+}
+
 /// Build the integration tests (and the CLI beside them) on the host, as `cargo test` would,
-/// and list the test executables from cargo's JSON messages.
-fn build_tests() -> anyhow::Result<Vec<TestExe>> {
+/// and list the executables from cargo's JSON messages.
+fn build_tests() -> anyhow::Result<Binaries> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut child = Command::new(cargo)
         .args([
@@ -274,24 +284,32 @@ fn build_tests() -> anyhow::Result<Vec<TestExe>> {
         .spawn()
         .context("starting cargo test --no-run")?;
     let stdout = child.stdout.take().context("cargo stdout")?;
-    let mut exes = Vec::new();
+    let mut built = Binaries {
+        tests: Vec::new(),
+        cli: None,
+    };
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.context("reading cargo's output")?;
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
-        let is_test = msg["reason"] == "compiler-artifact"
-            && msg["profile"]["test"] == true
-            && msg["target"]["kind"]
+        let kind = |k: &str| {
+            msg["target"]["kind"]
                 .as_array()
-                .is_some_and(|k| k.iter().any(|k| k == "test"));
-        if let (true, Some(exe), Some(name), Some(manifest)) = (
-            is_test,
+                .is_some_and(|kinds| kinds.iter().any(|x| x == k))
+        };
+        let (Some(exe), Some(name), Some(manifest)) = (
             msg["executable"].as_str(),
             msg["target"]["name"].as_str(),
             msg["manifest_path"].as_str(),
-        ) {
-            exes.push(TestExe {
+        ) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        if msg["profile"]["test"] == true && kind("test") {
+            built.tests.push(Built {
                 name: name.to_owned(),
                 exe: exe.into(),
                 dir: Path::new(manifest)
@@ -299,30 +317,66 @@ fn build_tests() -> anyhow::Result<Vec<TestExe>> {
                     .context("manifest dir")?
                     .to_owned(),
             });
+        } else if msg["profile"]["test"] == false && kind("bin") && name == CLI {
+            built.cli = Some(exe.into());
         }
     }
     let st = child.wait().context("waiting for cargo")?;
     if !st.success() {
         bail!("building the integration tests failed ({st})");
     }
-    Ok(exes)
+    Ok(built)
 }
 
-/// The command line of each suite in the guest.
-fn guest_runs(
-    suites: &[&Suite],
-    exes: &[TestExe],
-    opts: &Options,
-) -> anyhow::Result<Vec<GuestRun>> {
-    suites
-        .iter()
-        .map(|s| {
-            let t = exes.iter().find(|e| e.name == s.binary).with_context(|| {
+/// The CLI binary the daemon tests look for beside the test executable.
+const CLI: &str = "portguard-cli";
+
+/// Copy the binaries a run needs into `dir`: the guest reads them from the host while it
+/// runs, for many minutes, and a build on the host in the meantime rewrites `target/` in
+/// place. The CLI goes beside the test binaries, where `tests/src/daemon.rs` looks for it.
+fn snapshot(built: &Binaries, suites: &[&Suite], dir: &Path) -> anyhow::Result<Vec<Built>> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let copy = |from: &Path| -> anyhow::Result<PathBuf> {
+        let to = dir.join(from.file_name().context("file name")?);
+        if !to.exists() {
+            std::fs::copy(from, &to)
+                .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        }
+        Ok(to)
+    };
+    if let Some(cli) = &built.cli {
+        copy(cli)?;
+    }
+    let mut copies = Vec::new();
+    for s in suites {
+        let t = built
+            .tests
+            .iter()
+            .find(|e| e.name == s.binary)
+            .with_context(|| {
                 format!(
                     "cargo built no test binary named {} (tests/tests/{0}.rs)",
                     s.binary
                 )
             })?;
+        copies.push(Built {
+            name: t.name.clone(),
+            exe: copy(&t.exe)?,
+            dir: t.dir.clone(),
+        });
+    }
+    Ok(copies)
+}
+
+/// The command line of each suite in the guest.
+fn guest_runs(suites: &[&Suite], exes: &[Built], opts: &Options) -> Vec<GuestRun> {
+    suites
+        .iter()
+        .filter_map(|s| {
+            let t = exes.iter().find(|e| e.name == s.binary)?;
             let mut argv = vec![
                 t.exe.display().to_string(),
                 format!("--test-threads={}", opts.cpus),
@@ -332,7 +386,7 @@ fn guest_runs(
             }
             argv.extend(s.filter.map(str::to_owned));
             argv.extend(opts.args.iter().cloned());
-            Ok(GuestRun {
+            Some(GuestRun {
                 name: s.name.to_owned(),
                 dir: t.dir.clone(),
                 argv,
