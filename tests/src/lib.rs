@@ -4,6 +4,7 @@
 //! Every name is unique per process and call, so parallel tests and the remains of a crashed
 //! run never collide. Addresses come only from 198.18.0.0/15 and `2001:db8::/32`.
 
+pub mod bond;
 pub mod daemon;
 pub mod frames;
 pub mod net;
