@@ -20,6 +20,10 @@ pub(crate) const MARK: &str = "@@pg-vm";
 /// The 9p mount tag of the host's root.
 pub(crate) const ROOT_TAG: &str = "hostroot";
 
+/// Host directories the guest covers with a tmpfs (see `INIT`): a test binary under one of
+/// them would be invisible in the guest.
+pub(crate) const HIDDEN: &[&str] = &["/tmp", "/var/tmp", "/run", "/root", "/proc", "/sys", "/dev"];
+
 /// Where the guest's init finds busybox-static's binary on the host.
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -240,6 +244,13 @@ mod tests {
     fn quoting_survives_quotes() {
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn every_hidden_directory_is_covered_by_the_init() {
+        for h in HIDDEN {
+            assert!(INIT.contains(&format!(" $R{h}")), "{h}");
+        }
     }
 
     #[test]

@@ -170,6 +170,14 @@ pub(crate) struct Options {
 pub(crate) fn test(opts: &Options) -> anyhow::Result<()> {
     let suites = select(&opts.only)?;
     let out = target_dir().join("vm");
+    let out = std::path::absolute(&out).unwrap_or(out);
+    if let Some(hidden) = guest::HIDDEN.iter().find(|h| out.starts_with(h)) {
+        bail!(
+            "{} is under {hidden}, which the guest covers with a tmpfs: move the checkout (or \
+             CARGO_TARGET_DIR) elsewhere",
+            out.display()
+        );
+    }
     let kernels: Vec<Kernel> = opts
         .kernels
         .iter()
