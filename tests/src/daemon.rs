@@ -41,6 +41,9 @@ pub fn binary() -> PathBuf {
         })
 }
 
+/// How long a daemon may take to start (load, attach, write its state).
+const READY_LIMIT: Duration = Duration::from_secs(300);
+
 /// A `portguard run` process inside a namespace, its pins and run directory. Dropping it kills
 /// the process (by its pid) and removes everything it attached and pinned.
 #[derive(Debug)]
@@ -129,7 +132,9 @@ impl Daemon {
 
     fn wait_ready(&mut self) {
         let pid = self.pid().expect("spawned");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Generous: a kernel whose verifier is slow (an older one, under an emulated CPU in
+        // `cargo xtask test --kernel`) needs about a minute for the program alone.
+        let deadline = Instant::now() + READY_LIMIT;
         while Instant::now() < deadline {
             if let Some(state) = self.state()
                 && state["pid"] == pid
@@ -146,7 +151,11 @@ impl Daemon {
             }
             thread::sleep(Duration::from_millis(50));
         }
-        panic!("portguard run not ready after 60 s:\n{}", self.log_text());
+        panic!(
+            "portguard run not ready after {} s:\n{}",
+            READY_LIMIT.as_secs(),
+            self.log_text()
+        );
     }
 
     /// The audit log this daemon writes (in its run directory).
