@@ -398,6 +398,31 @@ fn lacp_bond_with_the_program_on_the_slaves() {
     on_the_slaves(BondMode::Lacp, 84);
 }
 
+/// Only the active slave listed (as an admin might, looking at where traffic flows today): after
+/// a failover the traffic arrives on the slave without the program, and a port no rule opens
+/// answers. What the advice "attach to the bond, or list every slave" is about.
+#[test]
+#[ignore = "needs the bonding and 8021q modules: run with cargo xtask test --kernel 6.12"]
+fn a_slave_left_out_is_unprotected_after_a_failover() {
+    let h = BondedHost::new(BondMode::ActiveBackup, 90, false);
+    let active = h.active_slave().expect("active slave");
+    let d = Daemon::start(&h.host, &site(&h, &[&active]), &[]);
+    let what = format!("program on the active slave {active} only");
+    let services = Services::start(&h, &h.untagged);
+    services.check(&h, &h.untagged, &d, &what);
+    let index = h
+        .slaves
+        .iter()
+        .position(|s| *s == active)
+        .expect("active is a slave");
+    h.pull_cable(index);
+    assert!(
+        talks(&h.peer, services.closed[0]),
+        "{what}: after the failover to {}, the closed port answers",
+        h.slaves[1 - index]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // VLANs on the bond
 
