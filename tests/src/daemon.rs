@@ -43,6 +43,9 @@ pub fn binary() -> PathBuf {
         })
 }
 
+/// How long a daemon may take to start (load, attach, write its state).
+const READY_LIMIT: Duration = Duration::from_secs(300);
+
 /// A `portguard run` process inside a namespace, its pins and run directory. Dropping it kills
 /// the process (by its pid) and removes everything it attached and pinned.
 #[derive(Debug)]
@@ -184,7 +187,9 @@ impl Daemon {
 
     fn wait_ready(&mut self) {
         let pid = self.pid().expect("spawned");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Generous: a kernel whose verifier is slow (an older one, under an emulated CPU in
+        // `cargo xtask test --kernel`) needs about a minute for the program alone.
+        let deadline = Instant::now() + READY_LIMIT;
         while Instant::now() < deadline {
             // Ready: its state names it, and its first self-test (the last step of its start,
             // right before it tells systemd READY=1) is recorded.
@@ -204,7 +209,11 @@ impl Daemon {
             }
             thread::sleep(Duration::from_millis(50));
         }
-        panic!("portguard run not ready after 60 s:\n{}", self.log_text());
+        panic!(
+            "portguard run not ready after {} s:\n{}",
+            READY_LIMIT.as_secs(),
+            self.log_text()
+        );
     }
 
     /// Its directory of what survives reboots (the last good policy), in its run directory.

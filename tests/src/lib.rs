@@ -7,6 +7,7 @@
 //! run never collide. Addresses come only from 198.18.0.0/15 and `2001:db8::/32`.
 
 pub mod addrs;
+pub mod bond;
 pub mod daemon;
 pub mod frames;
 pub mod journal;

@@ -509,6 +509,9 @@ fn attach_tc(
     let mut prog = SchedClassifier::from_pin(pin).expect("open pinned tc program");
     let dev = dev.to_owned();
     ns.run(move || {
+        // Before tcx (Linux 6.6) a tc program hangs off the clsact qdisc, which must exist
+        // first; with tcx the qdisc is unused. An existing one is fine either way.
+        let _ = aya::programs::tc::qdisc_add_clsact(&dev);
         prog.attach(&dev, at)
             .unwrap_or_else(|e| panic!("attach tc program to {dev}: {e:?}"));
         prog

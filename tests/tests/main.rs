@@ -9,6 +9,7 @@
 mod ansible;
 mod attach;
 mod audit;
+mod bonds;
 mod daemon;
 mod daemon_audit;
 mod datapath;

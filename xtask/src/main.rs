@@ -7,6 +7,7 @@ mod install;
 mod package;
 mod run;
 mod setup;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -26,13 +27,30 @@ enum Task {
     /// Build the workspace (the eBPF object is built by portguard's build.rs).
     Build,
     /// Setup, then unit tests and the policy tests, then the privileged integration tests
-    /// (needs root).
+    /// (needs root). With --kernel: the packet- and attach-level tests in a QEMU VM booting
+    /// that kernel instead. With --packages: the packages' tests instead.
     Test {
         /// Instead: build the release binary and the .deb and .rpm (`package`), then run the
         /// tests that inspect and install them (`packages::`). Its own suite: the first run
         /// on a machine compiles the packaging tools and zig's libc, which takes many minutes.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "kernel")]
         packages: bool,
+        /// Boot this kernel in a VM and run the tests there: a version (`6.1`, `6.12`: Debian's
+        /// newest package of it) or a path (a bzImage, or an unpacked kernel package).
+        /// Repeatable.
+        #[arg(long, value_name = "VERSION|PATH")]
+        kernel: Vec<String>,
+        /// With --kernel: only these suites (`datapath`, `differential`, `hostile`, `attach`,
+        /// `host_safety`, `daemon`, `bonds`) or levels
+        /// (`packet-level`, `attach-level`).
+        #[arg(long, value_delimiter = ',', requires = "kernel")]
+        only: Vec<String>,
+        /// With --kernel: time limit of each VM, in minutes.
+        #[arg(long, default_value_t = 150, requires = "kernel")]
+        vm_minutes: u64,
+        /// With --kernel: virtual CPUs of the VM (also the test threads per binary).
+        #[arg(long, default_value_t = 2, requires = "kernel")]
+        vm_cpus: u32,
         /// Extra arguments for the integration test binary (e.g. a test name filter such as
         /// `hostile::`).
         #[arg(trailing_var_arg = true)]
@@ -78,7 +96,24 @@ fn main() -> ExitCode {
         Task::Test {
             packages: true,
             args,
+            ..
         } => package::package().and_then(|()| packages_test(&args)),
+        Task::Test {
+            kernel,
+            only,
+            vm_minutes,
+            vm_cpus,
+            args,
+            ..
+        } if !kernel.is_empty() => setup::vm().and_then(|()| {
+            vm::test(&vm::Options {
+                kernels: kernel,
+                only,
+                limit: std::time::Duration::from_secs(vm_minutes * 60),
+                cpus: vm_cpus,
+                args,
+            })
+        }),
         Task::Test { args, .. } => test(&args),
         Task::Lint => lint(),
         Task::Install { prefix, destdir } => install::install(&prefix, destdir.as_deref()),

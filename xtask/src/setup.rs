@@ -52,6 +52,11 @@ const PACKAGES: &[&str] = &[
     "hping3",
 ];
 
+/// Debian packages for `cargo xtask test --kernel` only (installed by it, not by `setup`): the
+/// VM, its init (a static busybox), the initramfs packer, and `depmod`, which writes the
+/// modules.dep a kernel package leaves to its postinst.
+const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio", "kmod"];
+
 /// Cargo subcommands for `cargo xtask release` and `package`, at pinned versions: (crate,
 /// version). Each is installed with `cargo install --locked` when its `--version` does not
 /// name that version.
@@ -79,7 +84,7 @@ const CI_REQUIREMENTS: &str = "packaging/ansible/requirements-ci.txt";
 const LINKED_TOOLCHAIN: &str = "portguard-bpf";
 
 pub(crate) fn setup() -> anyhow::Result<()> {
-    debian_packages()?;
+    debian_packages(PACKAGES)?;
     bpf_linker()?;
     linked_toolchain()?;
     bpffs()?;
@@ -108,8 +113,14 @@ fn installed(pkg: &str) -> bool {
         .is_some_and(|s| s.contains("install ok installed"))
 }
 
-fn debian_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+/// What `cargo xtask test --kernel` needs beyond [`setup`]: [`VM_PACKAGES`].
+pub(crate) fn vm() -> anyhow::Result<()> {
+    setup()?;
+    debian_packages(VM_PACKAGES)
+}
+
+fn debian_packages(wanted: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = wanted.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
