@@ -282,9 +282,10 @@ fn a_policy_on_trial_reverts_unless_confirmed() {
     assert!(connects(&pair, 22));
     let confirmed = std::fs::read_to_string(&site).unwrap();
 
-    // A change that cuts the administrator off, applied on trial and never confirmed.
+    // A change that cuts the administrator off, applied on trial and never confirmed. The window
+    // leaves room for the checks below on a loaded machine (a 2 s one once ran out before them).
     write_site(&site, &pair, false);
-    let out = d.cli(&["apply", "--confirm-within", "2s"]);
+    let out = d.cli(&["apply", "--confirm-within", "10s"]);
     assert!(
         out.status.success(),
         "{}",
@@ -292,7 +293,7 @@ fn a_policy_on_trial_reverts_unless_confirmed() {
     );
     assert!(d.state().unwrap()["trial"].is_object());
     assert!(!connects(&pair, 22), "the trial policy is in force");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !d.state().unwrap()["trial"].is_null() {
         assert!(std::time::Instant::now() < deadline, "{}", d.log_text());
         std::thread::sleep(Duration::from_millis(100));
