@@ -454,3 +454,47 @@ pub(crate) fn run(root: &Path) -> Report {
         json,
     }
 }
+
+/// `portguard-bench profile CASE [SECONDS]`: run one case of the datapath benchmark (by its
+/// key) through `BPF_PROG_TEST_RUN` for a while, checked first, with nothing else running: what
+/// `perf record` needs to attribute the program's cost (its JIT image and the kernel functions
+/// it calls) to one path.
+pub(crate) fn profile(root: &Path, key: &str, secs: u64) {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    let hp = rhv_policy(root);
+    let scenario = rhv_scenario(&hp);
+    let tables = hp.tables.clone();
+    let key = key.to_owned();
+    ReplyNs::new().run(move |conn| {
+        let pins = PinDir::new();
+        let mut dp = load(&tables, &pins);
+        record_udp_out(&pins);
+        let cases = cases(&scenario, conn.port, None);
+        let case = cases
+            .iter()
+            .find(|c| c.key == key)
+            .unwrap_or_else(|| panic!("no case `{key}`"));
+        probe::measure(
+            std::slice::from_mut(&mut dp),
+            std::slice::from_ref(case),
+            1,
+            probe::REPEAT / 10,
+            &|slot| format!("slot {slot}"),
+        );
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let mut runs = 0u64;
+        while std::time::Instant::now() < end {
+            let mut opts = TestRunOptions::new();
+            opts.data_in = Some(&case.frame);
+            opts.repeat = probe::REPEAT;
+            dp.program()
+                .expect("program")
+                .test_run(opts)
+                .expect("BPF_PROG_TEST_RUN");
+            runs += 1;
+        }
+        eprintln!("portguard-bench: {key}: {runs} x {} runs", probe::REPEAT);
+        drop(dp);
+        drop(pins);
+    });
+}

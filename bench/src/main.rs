@@ -21,10 +21,27 @@ use std::{path::PathBuf, process::ExitCode, time::Instant};
 
 use report::Machine;
 
-const USAGE: &str = "usage: portguard-bench <datapath|throughput|scale|reload|all>";
+const USAGE: &str = "usage: portguard-bench <datapath|throughput|scale|reload|all>\n       \
+                     portguard-bench profile CASE [SECONDS]  (one datapath case, for perf record)";
+
+/// The workspace root: results and policies are found from here whatever the working
+/// directory `cargo run` was started in.
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [profile, key, rest @ ..] = args.as_slice()
+        && profile == "profile"
+    {
+        let secs = rest.first().and_then(|s| s.parse().ok()).unwrap_or(10);
+        datapath::profile(&workspace_root(), key, secs);
+        return ExitCode::SUCCESS;
+    }
     let [which] = args.as_slice() else {
         eprintln!("{USAGE}");
         return ExitCode::FAILURE;
@@ -33,12 +50,7 @@ fn main() -> ExitCode {
         eprintln!("unknown benchmark `{which}`\n{USAGE}");
         return ExitCode::FAILURE;
     }
-    // The workspace root: results and policies are found from here whatever the working
-    // directory `cargo run` was started in.
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned();
+    let root = workspace_root();
     let out = root.join("bench/results");
     let machine = Machine::detect(&format!("cargo xtask bench {which}"), &root);
     let all = which == "all";

@@ -163,6 +163,18 @@ fn synthetic(size: Size) -> (Vec<TableRule>, Scenario) {
 /// The kernel's memory figure for every map of a loaded datapath: (name, bytes).
 fn map_memory(dp: &mut Datapath) -> Vec<(String, u64)> {
     use aya::maps::Map;
+    let policy: Vec<(String, u64)> = dp
+        .policy()
+        .maps()
+        .into_iter()
+        .filter_map(|(name, m)| {
+            let (Map::Array(data) | Map::LpmTrie(data)) = m else {
+                return None;
+            };
+            let fd = data.fd().as_fd().as_raw_fd();
+            Some((name.to_owned(), sys::map_memlock(fd).expect("map fdinfo")))
+        })
+        .collect();
     dp.ebpf_mut()
         .maps()
         .filter_map(|(name, m)| {
@@ -178,19 +190,13 @@ fn map_memory(dp: &mut Datapath) -> Vec<(String, u64)> {
             let fd = data.fd().as_fd().as_raw_fd();
             Some((name.to_owned(), sys::map_memlock(fd).expect("map fdinfo")))
         })
+        .chain(policy)
         .collect()
 }
 
-/// Whether a map is one of the policy tables (created per load) rather than pinned state.
+/// Whether a map is one of the policy tables (the program's own) rather than pinned state.
 fn is_table(name: &str) -> bool {
-    [
-        maps::SRC_V4,
-        maps::SRC_V6,
-        maps::PORTS,
-        maps::DECISIONS,
-        maps::CONFIG,
-    ]
-    .contains(&name)
+    [maps::POLICY, maps::SRC_TRIE0, maps::SRC_TRIE1].contains(&name)
 }
 
 /// One measured size.

@@ -121,9 +121,14 @@ pub(crate) fn load_xdp_tx() -> io::Result<OwnedFd> {
             imm: 0,
         },
     ];
+    load_raw(&insns, b"pgbench")
+}
+
+/// Load an XDP program from raw instructions.
+fn load_raw(insns: &[Insn], prog_name: &[u8]) -> io::Result<OwnedFd> {
     let license = c"GPL";
     let mut name = [0u8; 16];
-    name[..7].copy_from_slice(b"pgbench");
+    name[..prog_name.len()].copy_from_slice(prog_name);
     let mut attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_XDP,
         insn_cnt: insns.len() as u32,
@@ -135,6 +140,87 @@ pub(crate) fn load_xdp_tx() -> io::Result<OwnedFd> {
     let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
     // SAFETY: the kernel returned a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Offsets in a frame of Ethernet, IPv4 without options and TCP that [`load_xdp_tx_spray`]
+/// rewrites: the low 16 bits of the source address, the IPv4 identification, the TCP source
+/// port.
+const SPRAY_SRC_LO: i16 = 28;
+const SPRAY_IP_ID: i16 = 18;
+const SPRAY_SPORT: i16 = 34;
+/// Sources the spray draws from: the low 12 bits of the address.
+pub(crate) const SPRAY_SOURCES: u32 = 4096;
+/// The IPv4 identification of the spray's frame template; each frame carries this minus the
+/// random part of its source.
+pub(crate) const SPRAY_TEMPLATE_ID: u16 = 0x8000;
+/// The TCP source port of the template, likewise.
+pub(crate) const SPRAY_TEMPLATE_SPORT: u16 = 45_000;
+
+/// `BPF_ALU64 | op | BPF_K/X` and friends: the opcodes the spray program uses.
+mod op {
+    pub(super) const MOV_X: u8 = 0xbf;
+    pub(super) const MOV_K: u8 = 0xb7;
+    pub(super) const ADD_K: u8 = 0x07;
+    pub(super) const SUB_X: u8 = 0x1f;
+    pub(super) const AND_K: u8 = 0x57;
+    pub(super) const LDX_W: u8 = 0x61;
+    pub(super) const STX_H: u8 = 0x6b;
+    pub(super) const JGT_X: u8 = 0x2d;
+    pub(super) const BE: u8 = 0xdc;
+    pub(super) const CALL: u8 = 0x85;
+    pub(super) const EXIT: u8 = 0x95;
+}
+
+/// `bpf_get_prandom_u32`'s helper number.
+const HELPER_PRANDOM: i32 = 7;
+
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs: (src << 4) | dst,
+        off,
+        imm,
+    }
+}
+
+/// Load the traffic generator for many sources: `XDP_TX` after giving each frame a random
+/// source among [`SPRAY_SOURCES`] (the low 12 bits of the template's address, which must be 0).
+/// The IPv4 identification and the TCP source port move by the same amount the other way, so
+/// both checksums of the template stay right (ones' complement sums are unchanged) without
+/// recomputing them: the stack and nftables see valid frames, and every frame is a new flow
+/// (source address and port) for the socket lookup and the conntrack table.
+pub(crate) fn load_xdp_tx_spray() -> io::Result<OwnedFd> {
+    let be16 = |r| insn(op::BE, r, 0, 0, 16);
+    let insns = [
+        // r6 = ctx; r7 = data; r8 = data_end
+        insn(op::MOV_X, 6, 1, 0, 0),
+        insn(op::LDX_W, 7, 6, 0, 0),
+        insn(op::LDX_W, 8, 6, 4, 0),
+        // if data + 36 > data_end: send the frame as it is
+        insn(op::MOV_X, 2, 7, 0, 0),
+        insn(op::ADD_K, 2, 0, 0, 36),
+        insn(op::JGT_X, 2, 8, 13, 0),
+        // r0 = random & (SPRAY_SOURCES - 1)
+        insn(op::CALL, 0, 0, 0, HELPER_PRANDOM),
+        insn(op::AND_K, 0, 0, 0, (SPRAY_SOURCES - 1).cast_signed()),
+        // source address, low 16 bits = r0
+        insn(op::MOV_X, 1, 0, 0, 0),
+        be16(1),
+        insn(op::STX_H, 7, 1, SPRAY_SRC_LO, 0),
+        // identification = template - r0
+        insn(op::MOV_K, 1, 0, 0, i32::from(SPRAY_TEMPLATE_ID)),
+        insn(op::SUB_X, 1, 0, 0, 0),
+        be16(1),
+        insn(op::STX_H, 7, 1, SPRAY_IP_ID, 0),
+        // source port = template - r0
+        insn(op::MOV_K, 1, 0, 0, i32::from(SPRAY_TEMPLATE_SPORT)),
+        insn(op::SUB_X, 1, 0, 0, 0),
+        be16(1),
+        insn(op::STX_H, 7, 1, SPRAY_SPORT, 0),
+        insn(op::MOV_K, 0, 0, 0, XDP_TX),
+        insn(op::EXIT, 0, 0, 0, 0),
+    ];
+    load_raw(&insns, b"pgspray")
 }
 
 /// Run `prog` over `frame` `repeat` times in live-frames mode, as if received on `ifindex` (an

@@ -4,12 +4,13 @@
 //! helpers; the reference classifier calls it with an `Env` backed by `std` collections holding
 //! the same compiled tables. Keep it free of anything but table lookups and arithmetic.
 //!
-//! Cost does not depend on the number of rules: one LPM lookup gives the source class (the
-//! compiler flattens overlapping prefixes so the longest match already carries the classes of
-//! the shorter ones), one array lookup gives the port class (ranges cost nothing extra), and one
-//! array lookup in the `source class x port class` decision table gives the first rule, in policy
-//! order, that both sets share. The compiler precomputes that intersection; the per-packet path
-//! never loops over rules or bitmap words.
+//! Cost does not depend on the number of rules: one array lookup gives the port class (ranges
+//! cost nothing extra), a longest-prefix match gives the source class (the compiler flattens
+//! overlapping prefixes so the longest match already carries the classes of the shorter ones;
+//! the datapath answers it from a flat table, see [`crate::image`]), and one array lookup in the
+//! `source class x port class` decision table gives the first rule, in policy order, that both
+//! sets share. The compiler precomputes that intersection; the per-packet path never loops over
+//! rules or bitmap words.
 
 use crate::{
     config::{Config, DROP, PASS},
@@ -23,8 +24,9 @@ use crate::{
 
 /// What the classifier consults. Every method is a table lookup or a kernel helper call.
 pub trait Env {
-    /// The policy configuration.
-    fn config(&self) -> Config;
+    /// The policy configuration (by reference: the datapath's lives in a map, and copying its
+    /// 64 bytes onto the stack for every packet costs more than reading the fields used).
+    fn config(&self) -> &Config;
     /// `LOCAL_UNICAST` / `LOCAL_BROADCAST` when `addr` is one of this host's, else `None`.
     fn local(&self, family: Family, addr: &[u8; 16]) -> Option<u32>;
     /// Source class of the longest prefix containing `addr` (0 = none).
@@ -86,6 +88,11 @@ enum Dest {
 /// other address the frame itself decides: addressed (at L2) to another station, it is a
 /// guest's; addressed to this host or to a group, the kernel's routing table decides, exactly as
 /// the stack will. So an address the map does not hold yet is judged, never passed as foreign.
+#[expect(
+    clippy::inline_always,
+    reason = "in the XDP program an outlined copy is a BPF call on every packet's path"
+)]
+#[inline(always)]
 fn destination<E: Env>(env: &E, p: &Packet) -> Dest {
     let dst = &p.dst;
     if let Some(kind) = env.local(p.family, dst) {
@@ -198,7 +205,7 @@ pub fn classify<E: Env>(env: &E, p: &Packet) -> Outcome {
             };
             // A broken packet for a guest behind the bridge is the guest's business.
             if p.dst_known && p.cast == Cast::Unicast && destination(env, p) == Dest::Foreign {
-                return foreign(&cfg);
+                return foreign(cfg);
             }
             return Outcome::Deny { reason, hint: 0 };
         }
@@ -206,7 +213,7 @@ pub fn classify<E: Env>(env: &E, p: &Packet) -> Outcome {
     }
 
     match destination(env, p) {
-        Dest::Foreign if !(cfg.not_for_host == DROP && dhcpv4_reply(p)) => return foreign(&cfg),
+        Dest::Foreign if !(cfg.not_for_host == DROP && dhcpv4_reply(p)) => return foreign(cfg),
         Dest::Broadcast if cfg.broadcast == PASS => return Outcome::Pass(Reason::BroadcastPassed),
         Dest::Foreign | Dest::Broadcast | Dest::Local => {}
     }
@@ -233,7 +240,7 @@ pub fn classify<E: Env>(env: &E, p: &Packet) -> Outcome {
         };
     }
 
-    let outcome = judge(env, p, &cfg);
+    let outcome = judge(env, p, cfg);
     if p.frag == Frag::First {
         let key = frag_key(p);
         match outcome {
@@ -265,8 +272,14 @@ fn judge<E: Env>(env: &E, p: &Packet, cfg: &Config) -> Outcome {
         };
     };
     let port_class = env.port_class(port_idx);
-    let src_class = env.src_class(p.family, &p.src);
-    if src_class != 0 && port_class != 0 {
+    // A port no rule covers is refused whoever sends to it: the source is not looked up, so a
+    // scan of closed ports costs one lookup less.
+    let src_class = if port_class == 0 {
+        0
+    } else {
+        env.src_class(p.family, &p.src)
+    };
+    if src_class != 0 {
         let rule = env.decision(src_class * cfg.port_classes + port_class);
         if rule != 0 {
             return Outcome::Allow { slot: rule - 1 };

@@ -1,7 +1,8 @@
-//! The one-entry configuration map: the site's host-safety choices and the table geometry.
+//! A policy's configuration: the site's host-safety choices and the table geometry.
 
-/// Per-policy settings, written by the loader into `maps::CONFIG[0]` before the program is
-/// attached. Each choice is its own field (no flag bits) so `bpftool map dump` reads plainly.
+/// Per-policy settings: the first chunk of each generation of the policy image
+/// ([`crate::image`]), so they switch together with the tables they describe. Each choice is its
+/// own field (no flag bits) so `bpftool map dump` reads plainly.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
@@ -30,6 +31,16 @@ pub struct Config {
     /// only under [`crate::reason::Reason::SelfTest`], never audited. 0 = none (no real
     /// interface has index 0; the daemon never attaches to loopback).
     pub probe_ifindex: u32,
+    /// Where IPv4 sources are classified: [`crate::image::SRC4_DIR`] (the image's flat
+    /// 16-8-8 table) or [`crate::image::SRC4_TRIE`] (the generation's LPM trie, for prefix
+    /// sets the flat table would make too large). Written by the image builder.
+    pub src4: u32,
+    /// Word offset, in the generation, of the IPv4 table's 256-entry groups.
+    pub groups_at: u32,
+    /// Word offset of the port classes (u16, two per word).
+    pub ports_at: u32,
+    /// Word offset of the decision table (u16, two per word).
+    pub decisions_at: u32,
     /// Explicit padding.
     pub pad: u32,
 }
@@ -50,7 +61,7 @@ pub const DIAG_OFF: u32 = 0;
 /// Log every frame the parser gives up on (malformed, too deep), with its length and why.
 pub const DIAG_UNPARSED: u32 = 1;
 
-const _: () = assert!(size_of::<Config>() == 48);
+const _: () = assert!(size_of::<Config>() == 64);
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only integers, no implicit padding (asserted above).

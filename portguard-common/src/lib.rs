@@ -14,6 +14,7 @@ extern crate std;
 pub mod classify;
 pub mod config;
 pub mod event;
+pub mod image;
 pub mod maps;
 pub mod packet;
 pub mod reason;

@@ -1,20 +1,19 @@
 //! Map names, sizes and value types shared by the program and the loader.
 //!
-//! Two kinds of maps: the policy tables (`SRC_V4`, `SRC_V6`, `PORTS`, `DECISIONS`, `CONFIG`) are
-//! created fresh with every program load, so a reload swaps program and tables together in one
-//! atomic link update; the state maps (counters, local addresses, fragments, audit) are pinned
-//! by name and reused by every load, so counters survive reloads and restarts.
+//! Two kinds of maps. The policy maps (`POLICY`, `SRC_TRIE0`, `SRC_TRIE1`) belong to one loaded
+//! program: they hold two generations of tables, and a reload writes the idle one and switches
+//! ([`crate::image`]). The state maps (counters, local addresses, fragments, audit) are pinned by
+//! name and reused by every program load, so counters survive reloads, restarts and upgrades.
 
-/// Policy table: IPv4 source prefix (LPM) -> source class.
-pub const SRC_V4: &str = "PG_SRC_V4";
-/// Policy table: IPv6 source prefix (LPM) -> source class.
-pub const SRC_V6: &str = "PG_SRC_V6";
-/// Policy table: `proto_slot * 65536 + port_key` -> port class (u16).
-pub const PORTS: &str = "PG_PORTS";
-/// Policy table: `src_class * port_classes + port_class` -> rule slot + 1 (0 = no rule).
-pub const DECISIONS: &str = "PG_DECISIONS";
-/// Policy table: one [`crate::config::Config`].
-pub const CONFIG: &str = "PG_CONFIG";
+/// Policy: the image of two table generations and the control chunk ([`crate::image`]).
+pub const POLICY: &str = "PG_POLICY";
+/// Policy: the LPM trie of generation 0 (IPv6 sources, and IPv4 ones when the image's flat
+/// table would be too large), keyed by [`crate::image::trie_key`] -> source class.
+pub const SRC_TRIE0: &str = "PG_SRC_TRIE0";
+/// Policy: the LPM trie of generation 1.
+pub const SRC_TRIE1: &str = "PG_SRC_TRIE1";
+/// State: this host's addresses when there are few of them ([`LocalSet`]), double-buffered.
+pub const LOCAL_FAST: &str = "PG_LOCAL_FAST";
 /// State: per-CPU [`Counters`] per rule slot.
 pub const RULE_STATS: &str = "PG_RULE_STATS";
 /// State: per-CPU [`Counters`] per [`crate::reason::Reason`].
@@ -40,6 +39,8 @@ pub const AUDIT_STATE: &str = "PG_AUDIT_STATE";
 pub const MAX_RULES: u32 = 8192;
 /// Source prefixes per family (after flattening overlaps).
 pub const MAX_PREFIXES: u32 = 262_144;
+/// Entries of each generation's trie: both families' prefixes.
+pub const MAX_TRIE_ENTRIES: u32 = 2 * MAX_PREFIXES;
 /// Entries of `DECISIONS` the compiler may ask for (source classes x port classes).
 pub const MAX_DECISIONS: u32 = 1 << 24;
 /// Local addresses per family.
@@ -119,6 +120,54 @@ pub struct FragKey {
     pub pad: [u8; 2],
 }
 
+/// IPv4 addresses [`LocalSet`] holds before the host's addresses are looked up in the hash.
+pub const LOCAL_FAST_V4: usize = 16;
+/// IPv6 addresses [`LocalSet`] holds.
+pub const LOCAL_FAST_V6: usize = 16;
+/// [`LocalSet::n4`] / [`LocalSet::n6`]: more addresses than the set holds; ask the hash.
+pub const LOCAL_OVERFLOW: u32 = u32::MAX;
+
+/// This host's addresses as a short list, so "is this packet for the host?" is a few compares
+/// rather than a hash lookup, on hosts with few addresses (the usual case). Two of these make
+/// `LOCAL_FAST`: the writer fills the idle one, then flips [`LocalSet::live`] of entry 0 with
+/// one aligned store, after a grace period since the previous flip (so no reader is still in
+/// the entry it rewrites). The hashes `LOCAL_V4` / `LOCAL_V6` always hold every address, for
+/// hosts with more than the list holds.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalSet {
+    /// Meaningful in entry 0 only: the entry (0 or 1) readers use.
+    pub live: u32,
+    /// IPv4 addresses in `v4`, or [`LOCAL_OVERFLOW`].
+    pub n4: u32,
+    /// IPv6 addresses in `v6`, or [`LOCAL_OVERFLOW`].
+    pub n6: u32,
+    /// Explicit padding.
+    pub pad: u32,
+    /// IPv4 addresses, each its 4 bytes read as a native-endian u32.
+    pub v4: [u32; LOCAL_FAST_V4],
+    /// [`LOCAL_UNICAST`] or [`LOCAL_BROADCAST`], per IPv4 address.
+    pub v4_kind: [u8; LOCAL_FAST_V4],
+    /// IPv6 addresses, each its 16 bytes read as two native-endian u64.
+    pub v6: [[u64; 2]; LOCAL_FAST_V6],
+    /// [`LOCAL_UNICAST`], per IPv6 address.
+    pub v6_kind: [u8; LOCAL_FAST_V6],
+}
+
+impl LocalSet {
+    /// No address at all.
+    pub const EMPTY: LocalSet = LocalSet {
+        live: 0,
+        n4: 0,
+        n6: 0,
+        pad: 0,
+        v4: [0; LOCAL_FAST_V4],
+        v4_kind: [0; LOCAL_FAST_V4],
+        v6: [[0; 2]; LOCAL_FAST_V6],
+        v6_kind: [0; LOCAL_FAST_V6],
+    };
+}
+
 /// A MAC address as a map key (padded to 8 bytes for the hash).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -153,10 +202,11 @@ const _: () = assert!(size_of::<Counters>() == 16);
 const _: () = assert!(size_of::<UdpOutKey>() == 40);
 const _: () = assert!(size_of::<FragKey>() == 40);
 const _: () = assert!(size_of::<MacKey>() == 8);
+const _: () = assert!(size_of::<LocalSet>() == 368);
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{Counters, FragKey, MacKey, UdpOutKey};
+    use super::{Counters, FragKey, LocalSet, MacKey, UdpOutKey};
 
     // SAFETY: repr(C), only integers and byte arrays, no implicit padding (asserted above).
     unsafe impl aya::Pod for Counters {}
@@ -166,4 +216,6 @@ mod pod {
     unsafe impl aya::Pod for UdpOutKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for MacKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for LocalSet {}
 }

@@ -226,7 +226,9 @@ pub enum L4Kind {
 /// Flat on purpose. Rust enums with payloads leave the bytes of inactive variants undefined;
 /// LLVM then copies them through registers the BPF verifier sees as uninitialised and rejects
 /// the program. A `repr(C)` struct that starts from [`Packet::EMPTY`] has no such bytes.
-#[repr(C)]
+/// Aligned to 8 so the addresses can be read as pairs of u64 on the stack (the verifier refuses
+/// misaligned stack access).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Packet {
     /// Source address (IPv4 in the first 4 bytes).
@@ -277,7 +279,7 @@ pub struct Packet {
     /// Quoted flow's protocol.
     pub quote_proto: u8,
     /// Explicit padding.
-    pub pad: [u8; 2],
+    pub pad: [u8; 6],
 }
 
 impl Packet {
@@ -306,11 +308,11 @@ impl Packet {
         icmp_code: 0,
         has_quote: false,
         quote_proto: 0,
-        pad: [0; 2],
+        pad: [0; 6],
     };
 }
 
-const _: () = assert!(size_of::<Packet>() == 84);
+const _: () = assert!(size_of::<Packet>() == 88);
 
 /// Whether an ICMP(v6) type is an error that quotes the offending packet.
 #[must_use]

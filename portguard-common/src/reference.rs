@@ -92,8 +92,8 @@ impl<'a> RefEnv<'a> {
 }
 
 impl Env for RefEnv<'_> {
-    fn config(&self) -> Config {
-        self.tables.config
+    fn config(&self) -> &Config {
+        &self.tables.config
     }
 
     fn local(&self, family: Family, addr: &[u8; 16]) -> Option<u32> {

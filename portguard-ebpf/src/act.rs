@@ -60,7 +60,7 @@ pub(crate) fn act(ctx: &XdpContext, env: &XdpEnv<'_>, parsed: &Packet, outcome: 
             {
                 diagnose(ctx, reason as u32, len);
             }
-            report(ctx, env, parsed, &outcome, len);
+            report(ctx, env, parsed, outcome, len);
             if env.config.mode == MODE_AUDIT {
                 count(&REASON_STATS, Reason::AuditPassed as u32, len);
                 XDP_PASS
@@ -98,9 +98,23 @@ fn count(
 /// Emit an audit event if this CPU's token bucket allows; count what is suppressed or lost.
 /// A BPF function of its own (denied path only); the event is written in place in the ring.
 #[inline(never)]
-fn report(ctx: &XdpContext, env: &XdpEnv<'_>, parsed: &Packet, outcome: &Outcome, len: u64) {
-    let cfg = &env.config;
-    let Outcome::Deny { reason, hint } = *outcome else {
+fn report(ctx: &XdpContext, env: &XdpEnv<'_>, parsed: &Packet, outcome: Outcome, len: u64) {
+    emit(ctx, env, parsed, outcome, len);
+    // The verifier refuses a function that returns with one of the stack pointers it was
+    // passed still in its return register, which LLVM may leave there when the function
+    // returns nothing: give the register a plain value on the way out.
+    // SAFETY: writes r0 only, which a function returning nothing leaves undefined anyway.
+    #[cfg(target_arch = "bpf")]
+    unsafe {
+        core::arch::asm!("r0 = 0", out("r0") _, options(nomem, nostack, preserves_flags));
+    };
+}
+
+/// The body of [`report`].
+#[inline(always)]
+fn emit(ctx: &XdpContext, env: &XdpEnv<'_>, parsed: &Packet, outcome: Outcome, len: u64) {
+    let cfg = env.config;
+    let Outcome::Deny { reason, hint } = outcome else {
         return;
     };
     if cfg.audit_rate == 0 {

@@ -18,12 +18,16 @@ use aya_ebpf::{
 use portguard_common::{
     classify::Env,
     config::Config,
-    maps::{FragKey, MacKey, UDP_OUT_TTL_NS, UdpOutKey},
+    image::{self, CHUNK_WORDS, Chunk, SRC4_DIR, TRIE_KEY_BYTES, TRIE_TAG_BITS, Words},
+    maps::{
+        FragKey, LOCAL_FAST_V4, LOCAL_FAST_V6, LOCAL_OVERFLOW, LocalSet, MacKey, UDP_OUT_TTL_NS,
+        UdpOutKey,
+    },
     packet::{Family, Packet, ipproto},
 };
 
 use crate::maps::{
-    CONFIG, DECISIONS, FRAGS, HOST_MACS, LOCAL_V4, LOCAL_V6, PORTS, SRC_V4, SRC_V6, UDP_OUT,
+    FRAGS, HOST_MACS, LOCAL_FAST, LOCAL_V4, LOCAL_V6, POLICY, SRC_TRIE0, SRC_TRIE1, UDP_OUT,
 };
 
 /// `AF_INET` and `AF_INET6`, the families `bpf_fib_lookup` takes.
@@ -45,18 +49,70 @@ const TCP_LISTEN: u32 = 10;
 /// `BPF_F_CURRENT_NETNS` (-1) sign-extended to 64 bits.
 const CURRENT_NETNS: u64 = (BPF_F_CURRENT_NETNS as i64).cast_unsigned();
 
+/// The live generation of the policy image: where its chunks start in `POLICY`.
+#[derive(Clone, Copy)]
+pub(crate) struct Generation {
+    /// Chunk index of the generation's first chunk (its config).
+    base: u32,
+    /// 0 or 1: which trie goes with it.
+    live: u32,
+}
+
+impl Words for Generation {
+    #[inline(always)]
+    fn word(&self, at: u32) -> u32 {
+        // A chunk past the array's end reads as zero: no class, no rule (fail closed).
+        POLICY
+            .get(self.base.wrapping_add(at >> 4))
+            .map_or(0, |c| c.0[(at & (CHUNK_WORDS - 1)) as usize])
+    }
+}
+
 pub(crate) struct XdpEnv<'a> {
     ctx: &'a XdpContext,
-    /// Read once per packet: the classifier and the action both need it.
-    pub(crate) config: Config,
+    /// The live generation's config, read in place: the classifier and the action both need it.
+    pub(crate) config: &'static Config,
+    policy: Generation,
 }
+
+/// What a missing config chunk reads as (it cannot be missing from a well-formed array):
+/// enforce, nothing open.
+static NO_CONFIG: Config = Config {
+    policy_version: 0,
+    mode: 0,
+    broadcast: 0,
+    non_ip: 0,
+    not_for_host: 0,
+    port_classes: 0,
+    audit_rate: 0,
+    audit_burst: 0,
+    diagnostics: 0,
+    probe_ifindex: 0,
+    src4: 0,
+    groups_at: 0,
+    ports_at: 0,
+    decisions_at: 0,
+    pad: 0,
+};
 
 impl<'a> XdpEnv<'a> {
     #[inline(always)]
     pub(crate) fn new(ctx: &'a XdpContext) -> Self {
-        // A missing entry cannot happen (array maps always have it); zero means enforce.
-        let config = CONFIG.get(0).copied().unwrap_or_default();
-        XdpEnv { ctx, config }
+        // The control chunk says which generation is live; everything after is read from that
+        // one generation, so a packet is judged wholly by the old or wholly by the new tables.
+        // Missing chunks cannot happen with a well-formed array; they read as an all-zero
+        // config (enforce, nothing open).
+        let (live, half) = POLICY.get(0).map_or((0, 0), |c| (c.0[0] & 1, c.0[1]));
+        let policy = Generation {
+            base: 1 + live * half,
+            live,
+        };
+        let config = POLICY.get(policy.base).map_or(&NO_CONFIG, Chunk::as_config);
+        XdpEnv {
+            ctx,
+            config,
+            policy,
+        }
     }
 }
 
@@ -64,40 +120,93 @@ fn v4(addr: &[u8; 16]) -> [u8; 4] {
     [addr[0], addr[1], addr[2], addr[3]]
 }
 
+/// The two halves of an address as the `LocalSet` stores them.
+#[inline(always)]
+fn halves(addr: &[u8; 16]) -> [u64; 2] {
+    // SAFETY: [u8; 16] and [u64; 2] have the same size; any bytes are valid u64s.
+    unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(*addr) }
+}
+
+/// The live `LocalSet`, read from the entry entry 0 names.
+#[inline(always)]
+fn local_set() -> Option<&'static LocalSet> {
+    let first = LOCAL_FAST.get(0)?;
+    if first.live == 0 {
+        Some(first)
+    } else {
+        LOCAL_FAST.get(1)
+    }
+}
+
 impl Env for XdpEnv<'_> {
     #[inline(always)]
-    fn config(&self) -> Config {
+    fn config(&self) -> &Config {
         self.config
     }
 
     #[inline(always)]
     fn local(&self, family: Family, addr: &[u8; 16]) -> Option<u32> {
-        // SAFETY: the value is a plain u32 copied out at once.
-        unsafe {
-            match family {
-                Family::V4 => LOCAL_V4.get(&v4(addr)).copied(),
-                Family::V6 => LOCAL_V6.get(addr).copied(),
+        let set = local_set();
+        match family {
+            Family::V4 => {
+                let a = u32::from_ne_bytes(v4(addr));
+                if let Some(set) = set
+                    && set.n4 != LOCAL_OVERFLOW
+                {
+                    for i in 0..LOCAL_FAST_V4 {
+                        if i as u32 >= set.n4 {
+                            return None;
+                        }
+                        if set.v4[i] == a {
+                            return Some(u32::from(set.v4_kind[i]));
+                        }
+                    }
+                    return None;
+                }
+                // SAFETY: the value is a plain u32 copied out at once.
+                unsafe { LOCAL_V4.get(&v4(addr)).copied() }
+            }
+            Family::V6 => {
+                let a = halves(addr);
+                if let Some(set) = set
+                    && set.n6 != LOCAL_OVERFLOW
+                {
+                    for i in 0..LOCAL_FAST_V6 {
+                        if i as u32 >= set.n6 {
+                            return None;
+                        }
+                        if set.v6[i] == a {
+                            return Some(u32::from(set.v6_kind[i]));
+                        }
+                    }
+                    return None;
+                }
+                // SAFETY: the value is a plain u32 copied out at once.
+                unsafe { LOCAL_V6.get(addr).copied() }
             }
         }
     }
 
     #[inline(always)]
     fn src_class(&self, family: Family, addr: &[u8; 16]) -> u32 {
-        match family {
-            Family::V4 => SRC_V4.get(Key::new(32, v4(addr))).copied(),
-            Family::V6 => SRC_V6.get(Key::new(128, *addr)).copied(),
+        if family == Family::V4 && self.config.src4 == SRC4_DIR {
+            return image::src4_class(
+                &self.policy,
+                self.config.groups_at,
+                u32::from_be_bytes(v4(addr)),
+            );
         }
-        .unwrap_or(0)
+        src_trie(self.policy.live, family, addr)
     }
 
     #[inline(always)]
     fn port_class(&self, index: u32) -> u32 {
-        PORTS.get(index).map_or(0, |c| u32::from(*c))
+        image::u16_at(&self.policy, self.config.ports_at, index)
     }
 
     #[inline(always)]
     fn decision(&self, index: u32) -> u32 {
-        DECISIONS.get(index).copied().unwrap_or(0)
+        image::u16_at(&self.policy, self.config.decisions_at, index)
     }
 
     #[inline(always)]
@@ -150,6 +259,23 @@ impl Env for XdpEnv<'_> {
         )
     }
 }
+
+/// The source class of `addr` in generation `live`'s trie. A BPF function of its own: the trie
+/// lookup is a helper call whatever its caller does, and IPv6 (or a huge IPv4 prefix set) is
+/// the only path that takes it.
+#[inline(never)]
+fn src_trie(live: u32, family: Family, addr: &[u8; 16]) -> u32 {
+    let bits = if family == Family::V4 { 32 } else { 128 };
+    let key = Key::new(TRIE_TAG_BITS + bits, image::trie_key(family as u8, addr));
+    let class = if live == 0 {
+        SRC_TRIE0.get(&key)
+    } else {
+        SRC_TRIE1.get(&key)
+    };
+    class.copied().unwrap_or(0)
+}
+
+const _: () = assert!(TRIE_KEY_BYTES == 20);
 
 /// Whether the kernel would deliver `p` to this host (or drop it) rather than forward it: asks
 /// the routing table through `bpf_fib_lookup` (4.18) as the packet's ingress interface. Only

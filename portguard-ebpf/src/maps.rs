@@ -1,48 +1,49 @@
 //! The program's maps. Names and value types come from `portguard_common::maps`.
 //!
-//! Policy tables are created with every load (the loader fills them before attaching); state
-//! maps are pinned by name, so a reload or restart reuses them and counters keep counting.
+//! Policy maps belong to one loaded program (the loader pins them with it, and fills and
+//! switches their generations); state maps are pinned by name, so a reload, restart or upgrade
+//! reuses them and counters keep counting.
 
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use portguard_common::{
-    config::Config,
     event::AuditState,
+    image::{Chunk, TRIE_KEY_BYTES},
     maps::{
-        AUDIT_RING_BYTES, Counters, FragKey, MAX_FRAGS, MAX_HOST_MACS, MAX_LOCAL_ADDRS,
-        MAX_PREFIXES, MAX_RULES, MAX_UDP_OUT, MacKey, PORT_SPACE, PROTO_SLOTS, UdpOutKey,
+        AUDIT_RING_BYTES, Counters, FragKey, LocalSet, MAX_FRAGS, MAX_HOST_MACS, MAX_LOCAL_ADDRS,
+        MAX_RULES, MAX_TRIE_ENTRIES, MAX_UDP_OUT, MacKey, UdpOutKey,
     },
     reason::REASON_COUNT,
 };
 
 /// Flag for LPM tries: the kernel requires them to be created without preallocation.
 const BPF_F_NO_PREALLOC: u32 = 1;
+/// Flag for arrays the loader maps into its memory (5.5): a whole generation of tables is one
+/// `memcpy`, and the live generation switches with one store.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
-#[map(name = "PG_SRC_V4")]
-pub(crate) static SRC_V4: LpmTrie<[u8; 4], u32> =
-    LpmTrie::with_max_entries(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+/// Sized by the loader at load time: the control chunk and two generations.
+#[map(name = "PG_POLICY")]
+pub(crate) static POLICY: Array<Chunk> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-#[map(name = "PG_SRC_V6")]
-pub(crate) static SRC_V6: LpmTrie<[u8; 16], u32> =
-    LpmTrie::with_max_entries(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+#[map(name = "PG_SRC_TRIE0")]
+pub(crate) static SRC_TRIE0: LpmTrie<[u8; TRIE_KEY_BYTES], u32> =
+    LpmTrie::with_max_entries(MAX_TRIE_ENTRIES, BPF_F_NO_PREALLOC);
 
-#[map(name = "PG_PORTS")]
-pub(crate) static PORTS: Array<u16> = Array::with_max_entries(PROTO_SLOTS * PORT_SPACE, 0);
-
-/// Sized by the loader (`source classes x port classes`) at load time.
-#[map(name = "PG_DECISIONS")]
-pub(crate) static DECISIONS: Array<u32> = Array::with_max_entries(1, 0);
-
-#[map(name = "PG_CONFIG")]
-pub(crate) static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+#[map(name = "PG_SRC_TRIE1")]
+pub(crate) static SRC_TRIE1: LpmTrie<[u8; TRIE_KEY_BYTES], u32> =
+    LpmTrie::with_max_entries(MAX_TRIE_ENTRIES, BPF_F_NO_PREALLOC);
 
 #[map(name = "PG_RULE_STATS")]
 pub(crate) static RULE_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_RULES, 0);
 
 #[map(name = "PG_REASON_STATS")]
 pub(crate) static REASON_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(REASON_COUNT, 0);
+
+#[map(name = "PG_LOCAL_FAST")]
+pub(crate) static LOCAL_FAST: Array<LocalSet> = Array::pinned(2, BPF_F_MMAPABLE);
 
 #[map(name = "PG_LOCAL_V4")]
 pub(crate) static LOCAL_V4: HashMap<[u8; 4], u32> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);

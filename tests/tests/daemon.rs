@@ -13,7 +13,7 @@ use integration_tests::{
     net::Pair,
     unique,
 };
-use portguard::ebpf::links;
+use portguard::ebpf::{instance, links};
 
 fn reload(d: &Daemon) -> std::process::Output {
     d.cli(&["reload", "--timeout", "60"])
@@ -144,15 +144,93 @@ fn sigkill_keeps_enforcing_and_a_restart_adopts_without_a_gap() {
     let (sent, received) = stream.finish();
     assert_eq!(sent, received, "no datagram lost across crash and restart");
 
-    // A restart with a changed policy replaces the program in place.
+    // A restart with a changed policy switches the tables of the program in force: the link
+    // keeps its program, nothing is loaded or verified again.
     d.kill9();
     write_site(&site, &pair, true);
     d.restart();
-    assert_ne!(
+    assert_eq!(
         links::pinned_program_id(&d.pins.0, &pair.b_if).unwrap(),
-        prog
+        prog,
+        "a policy change must not replace the program: {}",
+        d.log_text()
+    );
+    assert!(
+        d.log_text().contains("tables of policy"),
+        "the new policy goes in force as tables: {}",
+        d.log_text()
     );
     assert!(connects(&pair, 22));
+}
+
+/// Make the program pinned as `id` look like another build's, as the previous package's
+/// binary leaves it on an upgrade: its policy maps name the build they belong to.
+fn pretend_another_build(pins: &std::path::Path, id: u32) {
+    use aya::maps::{Array, Map, MapData};
+    use portguard_common::{
+        image::{Chunk, Control},
+        maps::POLICY,
+    };
+    let path = instance::programs_dir(pins)
+        .join(id.to_string())
+        .join(POLICY);
+    let data = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut array: Array<MapData, Chunk> = Array::try_from(Map::Array(data)).unwrap();
+    let chunk = array.get(&0, 0).unwrap();
+    // SAFETY: the control chunk is a Control (both 64 bytes of plain integers).
+    let mut control: Control = unsafe { std::mem::transmute(chunk) };
+    control.build ^= 0x5a5a;
+    // SAFETY: as above.
+    array
+        .set(
+            0,
+            unsafe { std::mem::transmute::<Control, Chunk>(control) },
+            0,
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_new_build_swaps_its_program_into_every_link_without_a_gap() {
+    let pair = Pair::new(114, 1500);
+    let site = site(&pair, false);
+    let mut d = Daemon::start(&pair.b, &site, &[]);
+    listen(&pair, 22);
+    listen(&pair, VDSM);
+    let old = links::pinned_program_id(&d.pins.0, &pair.b_if).unwrap();
+    let stream = Stream::geneve(&pair, Duration::from_micros(500));
+    std::thread::sleep(Duration::from_millis(200));
+    d.kill9();
+    pretend_another_build(&d.pins.0, old);
+    d.restart();
+    let new = links::pinned_program_id(&d.pins.0, &pair.b_if).unwrap();
+    assert_ne!(
+        new,
+        old,
+        "another build's program must be replaced: {}",
+        d.log_text()
+    );
+    assert!(
+        !instance::programs_dir(&d.pins.0)
+            .join(old.to_string())
+            .exists(),
+        "the replaced program's pins are removed"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let (sent, received) = stream.finish();
+    assert!(sent > 100, "too little traffic to mean anything: {sent}");
+    assert_eq!(
+        sent, received,
+        "no datagram of an allowed flow lost across the program swap"
+    );
+    assert!(!connects(&pair, 22) && connects(&pair, VDSM));
+    // The next restart finds its own build's program and keeps it.
+    d.kill9();
+    d.restart();
+    assert_eq!(
+        links::pinned_program_id(&d.pins.0, &pair.b_if).unwrap(),
+        new
+    );
 }
 
 #[test]

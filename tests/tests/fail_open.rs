@@ -575,7 +575,6 @@ fn a_host_that_boots_with_a_broken_or_missing_site_enforces_the_last_good_policy
 }
 
 #[test]
-#[ignore = "WIP (issue #19 part 3): a new interface still waits for a whole program load"]
 fn a_new_interface_is_judged_from_its_first_packet() {
     let pair = Pair::new(113, 1500);
     // No `interfaces =`: every interface with a global address is protected, so a new one is
@@ -590,7 +589,7 @@ fn a_new_interface_is_judged_from_its_first_packet() {
             "\"rhv.manager\" = [\"198.19.113.1/32\", ",
         );
     std::fs::write(&site_path, text).expect("write");
-    let _d = Daemon::start(&pair.b, &site_path, &[]);
+    let d = Daemon::start(&pair.b, &site_path, &[]);
     wildcard_listeners(&pair.b);
     let (near, far) = (unique("pgn"), unique("pgf"));
     let far_mac = "02:00:00:00:71:13";
@@ -646,8 +645,10 @@ fn a_new_interface_is_judged_from_its_first_packet() {
     ]);
     let connected = attempts.join().expect("attempts");
     assert_eq!(
-        connected, 0,
-        "SYNs to tcp/{CLOSED} through an interface that came up under them were answered"
+        connected,
+        0,
+        "SYNs to tcp/{CLOSED} through an interface that came up under them were answered: {}",
+        d.log_text()
     );
     assert!(
         connects_to(

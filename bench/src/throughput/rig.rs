@@ -17,8 +17,10 @@ use integration_tests::net::enter;
 use portguard::ebpf::{Datapath, PROGRAM};
 
 use super::{
-    CPU, Counted, GEN_BATCH, GEN_CALL, GEN_REPEAT, INTERVAL, Receiver, Traffic, WARMUP,
+    CPU, Counted, GEN_BATCH, GEN_CALL, GEN_REPEAT, Generator as Gen, INTERVAL, Receiver, Traffic,
+    WARMUP,
     nft::{nft, nft_dropped, nft_ruleset},
+    peers::{XdpBench, XdpFilter},
 };
 use crate::sys;
 
@@ -158,43 +160,83 @@ pub(super) struct Rig {
     pub(super) b_if: String,
     pub(super) a_ifindex: u32,
     pub(super) softirqd: Option<i32>,
-    pub(super) gen_prog: Arc<OwnedFd>,
+    /// The one-flow generator program.
+    pub(super) one_flow: Arc<OwnedFd>,
+    /// The many-source generator program.
+    pub(super) spray: Arc<OwnedFd>,
     pub(super) nft_rules: Vec<String>,
 }
 
+/// The peer programs' state across measurements.
+pub(super) struct Peers {
+    /// xdp-filter, when it can be measured here.
+    pub(super) xdp_filter: Option<XdpFilter>,
+    /// Where xdp-bench's user-space side runs.
+    pub(super) other_cpu: usize,
+}
+
+/// What `configure` set up, for `unconfigure` to take down.
+enum Setup {
+    Xdp(usize, XdpLinkId),
+    XdpBench(XdpBench),
+    Other,
+}
+
 impl Rig {
-    fn configure(&self, dps: &mut [Datapath], r: Receiver) -> Option<(usize, XdpLinkId)> {
+    fn configure(&self, dps: &mut [Datapath], peers: &mut Peers, r: Receiver) -> Setup {
         if let Some((i, name)) = r.xdp() {
             let id = dps[i]
                 .load_program(name)
                 .expect("program")
                 .attach(&self.b_if, XdpMode::Driver)
                 .expect("attach to the receiver veth (native mode)");
-            return Some((i, id));
+            return Setup::Xdp(i, id);
         }
-        if r.nft() {
-            nft(
-                &self.b_ns,
-                &["-f", "-"],
-                &nft_ruleset(r, &self.b_if, &self.nft_rules),
-            );
-        } else {
-            self.gro(false);
+        match r {
+            Receiver::XdpFilter => {
+                peers
+                    .xdp_filter
+                    .as_mut()
+                    .expect("xdp-filter measured only when available")
+                    .load();
+                Setup::Other
+            }
+            Receiver::XdpBenchDrop => {
+                Setup::XdpBench(XdpBench::start(&self.b_ns, &self.b_if, peers.other_cpu))
+            }
+            _ if r.nft() => {
+                nft(
+                    &self.b_ns,
+                    &["-f", "-"],
+                    &nft_ruleset(r, &self.b_if, &self.nft_rules),
+                );
+                Setup::Other
+            }
+            _ => {
+                self.gro(false);
+                Setup::Other
+            }
         }
-        None
     }
 
-    fn unconfigure(&self, dps: &mut [Datapath], r: Receiver, link: Option<(usize, XdpLinkId)>) {
-        if let (Some((i, id)), Some((_, name))) = (link, r.xdp()) {
-            dps[i]
+    fn unconfigure(&self, dps: &mut [Datapath], peers: &mut Peers, r: Receiver, setup: Setup) {
+        match (setup, r.xdp()) {
+            (Setup::Xdp(i, id), Some((_, name))) => dps[i]
                 .load_program(name)
                 .expect("program")
                 .detach(id)
-                .expect("detach");
-        } else if r.nft() {
-            nft(&self.b_ns, &["delete", "table", "inet", "pgbench"], "");
-        } else {
-            self.gro(true);
+                .expect("detach"),
+            // Dropping it stops it and waits until its program is off the interface.
+            (Setup::XdpBench(bench), _) => drop(bench),
+            _ if r == Receiver::XdpFilter => peers
+                .xdp_filter
+                .as_mut()
+                .expect("xdp-filter measured only when available")
+                .unload(),
+            _ if r.nft() => {
+                nft(&self.b_ns, &["delete", "table", "inet", "pgbench"], "");
+            }
+            _ => self.gro(true),
         }
     }
 
@@ -217,8 +259,14 @@ impl Rig {
     }
 
     /// Measure one receiver on one traffic. Runs on a thread inside the receiver namespace.
-    pub(super) fn measure(&self, dps: &mut [Datapath], r: Receiver, t: &Traffic) -> Sample {
-        let link = self.configure(dps, r);
+    pub(super) fn measure(
+        &self,
+        dps: &mut [Datapath],
+        peers: &mut Peers,
+        r: Receiver,
+        t: &Traffic,
+    ) -> Sample {
+        let setup = self.configure(dps, peers, r);
         let counted = |dps: &[Datapath]| -> u64 {
             if r.nft() {
                 return nft_dropped(&self.b_ns);
@@ -226,19 +274,25 @@ impl Rig {
             let Some((i, PROGRAM)) = r.xdp() else {
                 return 0;
             };
-            match t.counted_by {
-                Counted::Reason(reason) => dps[i]
-                    .reason_counters()
-                    .expect("counters")
-                    .iter()
-                    .find(|(x, _)| *x == reason)
-                    .map_or(0, |(_, c)| c.packets),
-                Counted::Rule(slot) => dps[i].rule_counters(slot).expect("counters").packets,
-            }
+            let reasons = dps[i].reason_counters().expect("counters");
+            t.counted_by
+                .iter()
+                .map(|c| match *c {
+                    Counted::Reason(reason) => reasons
+                        .iter()
+                        .find(|(x, _)| *x == reason)
+                        .map_or(0, |(_, c)| c.packets),
+                    Counted::Rule(slot) => dps[i].rule_counters(slot).expect("counters").packets,
+                })
+                .sum()
+        };
+        let program = match t.generator {
+            Gen::OneFlow => self.one_flow.clone(),
+            Gen::Spray => self.spray.clone(),
         };
         let generator = Generator::start(
             self.a_path.clone(),
-            self.gen_prog.clone(),
+            program,
             t.frame.clone(),
             self.a_ifindex,
         );
@@ -260,7 +314,7 @@ impl Rig {
         thread::sleep(INTERVAL);
         let s1 = snap(dps);
         generator.finish();
-        self.unconfigure(dps, r, link);
+        self.unconfigure(dps, peers, r, setup);
         let dt = (s1.0 - s0.0).as_secs_f64();
         let rx = (s1.1 - s0.1) as f64;
         let sent = (s1.4 - s0.4) as f64;
@@ -269,9 +323,10 @@ impl Rig {
             assert!(rx == 0.0, "a veth without NAPI received {rx} frames");
         }
         // portguard counts every packet on a rule or reason; nftables' final rule counts what
-        // it drops. The limits count nothing, nor do nftables' accept rules.
+        // it drops. The limits count nothing, nor do nftables' accept rules, nor the peers
+        // here.
         let counted = if r.xdp().is_some_and(|(_, p)| p == PROGRAM)
-            || (r.nft() && t.limit == Receiver::XdpDrop)
+            || (r.nft() && t.limit == Receiver::XdpDrop && t.key == "drop")
         {
             (s1.5 - s0.5) as f64 / rx
         } else {

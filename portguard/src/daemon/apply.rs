@@ -1,19 +1,27 @@
-//! Carrying out a [`Plan`]: load the program with the new tables, switch, attach and record on
-//! each interface, and write down what is in force. Everything that can fail for the whole host
-//! (compiling, loading, the verifier) happens before the first interface is touched.
+//! Carrying out a [`Plan`]: switch the pinned program's tables to the new policy (or load a
+//! program, once per build), relink, attach and record on each interface, and write down what is
+//! in force. Everything that can fail for the whole host (compiling, laying out the tables,
+//! loading, the verifier) happens before the first interface is touched.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::Instant,
 };
 
+use aya::programs::Xdp;
+
 use super::{
-    Compiled, Daemon, DaemonError,
-    reconcile::{Current, Plan},
+    Compiled, Daemon, DaemonError, Selection,
+    reconcile::{Current, Held, Plan, Use},
 };
 use crate::{
     audit,
-    ebpf::{self, Datapath, counters, links},
+    ebpf::{
+        self, counters,
+        image::{self, Image},
+        instance::{self, Instance, InstanceError},
+        links, policy,
+    },
     policy::{Mode, Policy},
     state::{self, IfaceEntry, RuleEntry, UnattachedEntry},
 };
@@ -21,13 +29,19 @@ use crate::{
 impl Daemon {
     /// The interfaces this host protects, those that exist now.
     fn targets(&mut self, policy: &Policy) -> Result<Vec<String>, DaemonError> {
+        self.targets_for(policy.host.interfaces.as_deref())
+    }
+
+    /// The interfaces to protect when the site lists `listed` (`None`: every interface with a
+    /// global address), those that exist now; the missing ones are remembered as waiting.
+    fn targets_for(&mut self, listed: Option<&[String]>) -> Result<Vec<String>, DaemonError> {
         let addrs = crate::host::addresses()
             .map_err(DaemonError::system("reading interfaces and addresses"))?;
         let existing = existing_interfaces()?;
         let wanted: Vec<String> = if !self.opts.ifaces.is_empty() {
             self.opts.ifaces.clone()
-        } else if let Some(i) = &policy.host.interfaces {
-            i.clone()
+        } else if let Some(i) = listed {
+            i.to_vec()
         } else {
             addrs
                 .interfaces
@@ -61,33 +75,67 @@ impl Daemon {
             .collect())
     }
 
-    /// What is in force now: the pins, with the versions the state file records for them.
-    fn current(&self) -> Result<Current, DaemonError> {
+    /// What is in force now, as the kernel's pins say: the links and the program each runs,
+    /// the egress recorders, and the pinned programs with the policy each enforces. Incomplete
+    /// program pins (a daemon killed while pinning) hold nothing in force and are removed.
+    fn current(&self, image: &Image) -> Result<Current, DaemonError> {
         let pin_dir = &self.opts.pin_dir;
         let pinned = links::pinned(pin_dir)?;
-        let version = |name: &str| {
-            self.state
-                .interfaces
-                .iter()
-                .find(|i| i.name == name)
-                .map(|i| i.policy_version.clone())
-                .unwrap_or_default()
-        };
+        let (instances, partial) = Instance::list(pin_dir)?;
+        for dir in partial {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                log::warn!(
+                    "removing the incomplete program pins {}: {e}",
+                    dir.display()
+                );
+            }
+        }
+        let mut programs = Vec::new();
+        for i in instances {
+            match i.summary() {
+                Ok(s) => programs.push(Held {
+                    id: i.id,
+                    ours: s.ours,
+                    version: format!("{:016x}", s.config.policy_version),
+                    fits: image.chunks() <= s.half,
+                }),
+                // Unreadable: not a program this daemon can write tables for; it is replaced
+                // wherever it runs, and removed once nothing runs it.
+                Err(e) => {
+                    log::warn!("program {}: {}", i.id, super::chain(&e));
+                    programs.push(Held {
+                        id: i.id,
+                        ours: false,
+                        version: String::new(),
+                        fits: false,
+                    });
+                }
+            }
+        }
         Ok(Current {
             recorded: pinned
                 .iter()
                 .filter(|i| links::egress_pin(pin_dir, i).exists())
                 .cloned()
                 .collect(),
-            pinned: pinned.iter().map(|i| (i.clone(), version(i))).collect(),
+            pinned: pinned
+                .iter()
+                .map(|i| {
+                    let id = links::pinned_program_id(pin_dir, i).unwrap_or(0);
+                    (i.clone(), id)
+                })
+                .collect(),
+            programs,
         })
     }
 
     /// Put the compiled policy in force: work out the plan, then carry it out. Fails without
-    /// changing anything if the program does not load. Whether a new policy went in force.
+    /// changing anything if the tables cannot be laid out or the program does not load.
+    /// Whether a new policy went in force.
     pub(super) fn apply(&mut self, c: Compiled) -> Result<bool, DaemonError> {
         let targets = self.targets(&c.policy)?;
-        let plan = Plan::new(&targets, &self.current()?, &c.version);
+        let image = image::build(&c.host.tables)?;
+        let plan = Plan::new(&targets, &self.current(&image)?, &c.version);
         let view = host_view()?;
         self.probes = probe_destination(&view)
             .map(|dst| super::health::probes(&c.host, dst))
@@ -96,35 +144,34 @@ impl Daemon {
             .state
             .interfaces
             .iter()
-            .filter(|i| plan.adopt.contains(&i.name) || plan.switch.contains(&i.name))
+            .filter(|i| plan.adopt.contains(&i.name) || plan.relink.contains(&i.name))
             .map(|i| (i.name.clone(), i.clone()))
             .collect();
-        let mut switch_us = 0;
-        let mut failures = Vec::new();
-        if plan.needs_program() {
-            let mut dp = Datapath::load(&c.host.tables, &self.opts.pin_dir)?;
-            for slot in &c.fresh_slots {
-                counters::zero_rule(&self.opts.pin_dir, *slot)?;
-            }
-            ebpf::sync_pinned_host(&self.opts.pin_dir, &view)?;
-            switch_us = self.put_in_force(&mut dp, &c, &plan, &mut ifaces, &mut failures);
-            // Dropping the datapath closes our handles only: the pins hold what is attached.
-            drop(dp);
-        } else {
-            ebpf::sync_pinned_host(&self.opts.pin_dir, &view)?;
-            if !plan.adopt.is_empty() {
-                log::info!(
-                    "adopted policy {} already in force on {}",
-                    c.version,
-                    plan.adopt.join(", ")
-                );
-            }
+        let started = Instant::now();
+        let instance = self.program_for(&plan, &image, &c)?;
+        let switch_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        ebpf::sync_pinned_host(&self.opts.pin_dir, &view)?;
+        if !plan.changes_policy() && !plan.adopt.is_empty() {
+            log::info!(
+                "adopted policy {} already in force on {}",
+                c.version,
+                plan.adopt.join(", ")
+            );
         }
+        let mut failures = Vec::new();
+        self.put_in_force(&instance, &c, &plan, &mut ifaces, &mut failures);
         for name in &plan.remove {
             links::unpin(&self.opts.pin_dir, name)?;
             ifaces.remove(name);
             log::info!("{name}: detached (no longer selected)");
         }
+        self.remove_stale_programs(instance.id);
+        self.selection = c
+            .policy
+            .host
+            .interfaces
+            .clone()
+            .map_or(Selection::Auto, Selection::Listed);
         let changed = plan.changes_policy();
         self.state.unattached = self
             .waiting
@@ -153,23 +200,127 @@ impl Daemon {
         Ok(changed)
     }
 
-    /// Switch, attach and add the egress recorder as `plan` says, with the loaded `dp`.
-    /// Interfaces that fail are listed in `failures`, the others carry on; the time from the
-    /// first switch to the last, in µs.
+    /// The program `plan` says the interfaces run, with `c`'s tables in force in it: loaded
+    /// (once per build), switched to `c`'s tables, or kept as it is.
+    fn program_for(
+        &mut self,
+        plan: &Plan,
+        image: &Image,
+        c: &Compiled,
+    ) -> Result<Instance, DaemonError> {
+        let pin_dir = &self.opts.pin_dir;
+        // A rule that gets a slot another rule had must not inherit its totals: its counters
+        // are zeroed before the tables that count in them go in force (after a load, which
+        // creates the counter maps on a fresh host, and before any link runs the program).
+        let zero_fresh = || -> Result<(), DaemonError> {
+            for slot in &c.fresh_slots {
+                counters::zero_rule(pin_dir, *slot)?;
+            }
+            Ok(())
+        };
+        let id = match plan.program {
+            Use::Load => {
+                let i = Instance::create(pin_dir, image)?;
+                zero_fresh()?;
+                log::info!(
+                    "loaded program {} with policy {} (the program is verified once per build; \
+                     reloads switch its tables)",
+                    i.id,
+                    c.version
+                );
+                return Ok(i);
+            }
+            Use::Keep(id) | Use::Switch(id) => id,
+        };
+        let instance =
+            Instance::find(pin_dir, id)?.ok_or(DaemonError::Instance(InstanceError::Dir {
+                what: "finding the pins of program",
+                path: instance::programs_dir(pin_dir).join(id.to_string()),
+                source: std::io::ErrorKind::NotFound.into(),
+            }))?;
+        if let Use::Switch(_) = plan.program {
+            zero_fresh()?;
+            if !self.settled {
+                // The idle generation was live before the last switch: wait until no packet
+                // can still be reading it.
+                policy::grace_period();
+            }
+            instance.policy()?.switch(image)?;
+            self.settled = false;
+            log::info!(
+                "program {}: tables of policy {} in force",
+                instance.id,
+                c.version
+            );
+        }
+        Ok(instance)
+    }
+
+    /// Remove the pins of programs no link runs any more, but `keep`'s. The kernel frees them
+    /// (and their tables) in its own deferred work once the last reference goes.
+    fn remove_stale_programs(&self, keep: u32) {
+        let pin_dir = &self.opts.pin_dir;
+        let running: BTreeSet<u32> = links::pinned(pin_dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| links::pinned_program_id(pin_dir, i).ok())
+            .collect();
+        let Ok((instances, _)) = Instance::list(pin_dir) else {
+            return;
+        };
+        for i in instances {
+            if i.id != keep && !running.contains(&i.id) {
+                match i.remove() {
+                    Ok(()) => log::info!("program {}: unpinned (no interface runs it)", i.id),
+                    Err(e) => log::warn!("{}", super::chain(&e)),
+                }
+            }
+        }
+    }
+
+    /// A grace period after a table switch, once the switch is reported: from then on the idle
+    /// generation may be rewritten without waiting (see [`policy::grace_period`]).
+    pub(super) fn settle(&mut self) {
+        if !self.settled {
+            policy::grace_period();
+            self.settled = true;
+        }
+    }
+
+    /// Relink, attach and add the egress recorder as `plan` says, with `instance`'s programs.
+    /// Interfaces that fail are listed in `failures`, the others carry on.
     fn put_in_force(
         &self,
-        dp: &mut Datapath,
+        instance: &Instance,
         c: &Compiled,
         plan: &Plan,
         ifaces: &mut BTreeMap<String, IfaceEntry>,
         failures: &mut Vec<(String, String)>,
-    ) -> u64 {
+    ) {
         let now = state::now_secs();
-        let started = Instant::now();
-        for name in &plan.switch {
+        for (name, e) in ifaces.iter_mut() {
+            if plan.adopt.contains(name) && e.policy_version != c.version {
+                e.policy_version.clone_from(&c.version);
+                e.since = now;
+            }
+        }
+        if plan.relink.is_empty() && plan.attach.is_empty() && plan.record.is_empty() {
+            return;
+        }
+        let mut xdp = match instance.xdp() {
+            Ok(p) => p,
+            Err(e) => {
+                let why = super::chain(&e);
+                for name in plan.relink.iter().chain(&plan.attach) {
+                    failures.push((name.clone(), why.clone()));
+                }
+                return;
+            }
+        };
+        for name in &plan.relink {
             // One interface failing (its link went away under us) must not leave the
             // others unswitched, nor the state silent about what happened.
-            if let Err(e) = links::switch(dp, &self.opts.pin_dir, name) {
+            if let Err(e) = links::switch(&mut xdp, &self.opts.pin_dir, name) {
                 failures.push((name.clone(), super::chain(&e)));
                 continue;
             }
@@ -182,35 +333,63 @@ impl Daemon {
             });
             e.policy_version.clone_from(&c.version);
             e.since = now;
-            log::info!("{name}: switched to policy {}", c.version);
-        }
-        let switch_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        for name in &plan.attach {
-            let mode = match links::attach(dp, &self.opts.pin_dir, name) {
-                Ok(mode) => mode,
-                Err(e) => {
-                    failures.push((name.clone(), super::chain(&e)));
-                    continue;
-                }
-            };
             log::info!(
-                "{name}: attached policy {} in {} mode",
-                c.version,
-                mode.name()
-            );
-            ifaces.insert(
-                name.clone(),
-                IfaceEntry {
-                    name: name.clone(),
-                    ifindex: ifindex(name),
-                    mode: mode.name().into(),
-                    policy_version: c.version.clone(),
-                    since: now,
-                },
+                "{name}: switched to program {} (policy {})",
+                instance.id,
+                c.version
             );
         }
-        for name in &plan.record {
-            match links::attach_egress(dp, &self.opts.pin_dir, name) {
+        for name in &plan.attach {
+            match self.attach_one(&mut xdp, instance.id, name, &c.version) {
+                Ok(entry) => {
+                    ifaces.insert(name.clone(), entry);
+                }
+                Err(why) => failures.push((name.clone(), why)),
+            }
+        }
+        self.record_egress(instance, &plan.record);
+    }
+
+    /// Attach `xdp` (program `id`, enforcing `version`) to `name`; its state entry, or why not.
+    fn attach_one(
+        &self,
+        xdp: &mut Xdp,
+        id: u32,
+        name: &str,
+        version: &str,
+    ) -> Result<IfaceEntry, String> {
+        let mode = links::attach(xdp, &self.opts.pin_dir, name).map_err(|e| super::chain(&e))?;
+        log::info!(
+            "{name}: attached program {id} (policy {version}) in {} mode",
+            mode.name()
+        );
+        Ok(IfaceEntry {
+            name: name.to_owned(),
+            ifindex: ifindex(name),
+            mode: mode.name().into(),
+            policy_version: version.to_owned(),
+            since: state::now_secs(),
+        })
+    }
+
+    /// Attach the egress recorder of `instance` to `names`; failures are only logged (replies
+    /// to unconnected UDP sockets depend on it, enforcement does not).
+    fn record_egress(&self, instance: &Instance, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
+        let mut egress = match instance.egress() {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!(
+                    "{}; answers to unconnected UDP sockets will be judged by the rules",
+                    super::chain(&e)
+                );
+                return;
+            }
+        };
+        for name in names {
+            match links::attach_egress(&mut egress, &self.opts.pin_dir, name) {
                 Ok(()) => {
                     log::info!("{name}: egress recorder attached (replies to unconnected UDP)");
                 }
@@ -220,7 +399,6 @@ impl Daemon {
                 ),
             }
         }
-        switch_us
     }
 
     /// Update and write the state after `apply`.
@@ -284,9 +462,72 @@ impl Daemon {
         self.write_state();
     }
 
-    /// Interfaces or addresses changed: refresh the local addresses, attach to interfaces that
-    /// appeared, forget those that went away.
+    /// Interfaces that should be protected and are not yet get the program in force at once:
+    /// the pinned program, attached as it is (nothing compiled, loaded or verified first), so
+    /// an interface that appears carries no unjudged traffic while the daemon works out the
+    /// rest. Whether any was attached.
+    pub(super) fn attach_new(&mut self) -> Result<bool, DaemonError> {
+        let listed = match self.selection.clone() {
+            // Nothing was ever put in force by this daemon: the full apply attaches.
+            Selection::Unknown => return Ok(false),
+            Selection::Listed(l) => Some(l),
+            Selection::Auto => None,
+        };
+        let pin_dir = self.opts.pin_dir.clone();
+        let pinned = links::pinned(&pin_dir)?;
+        let new: Vec<String> = self
+            .targets_for(listed.as_deref())?
+            .into_iter()
+            .filter(|t| !pinned.contains(t))
+            .collect();
+        if new.is_empty() {
+            return Ok(false);
+        }
+        let Some(instance) = self.in_force()? else {
+            return Ok(false);
+        };
+        let mut xdp = instance.xdp()?;
+        let version = self.state.policy_version.clone();
+        for name in &new {
+            match self.attach_one(&mut xdp, instance.id, name, &version) {
+                Ok(entry) => {
+                    self.state.interfaces.retain(|i| &i.name != name);
+                    self.state.interfaces.push(entry);
+                    self.state.unattached.retain(|u| &u.name != name);
+                }
+                Err(why) => log::error!("{name}: {why}"),
+            }
+        }
+        self.record_egress(&instance, &new);
+        self.write_state();
+        Ok(true)
+    }
+
+    /// The program in force: the one the pinned links run, else (no interface attached) this
+    /// build's pinned program that enforces the policy the state records.
+    fn in_force(&self) -> Result<Option<Instance>, DaemonError> {
+        let pin_dir = &self.opts.pin_dir;
+        let (instances, _) = Instance::list(pin_dir)?;
+        let running = links::pinned(pin_dir)?.iter().find_map(|i| {
+            links::pinned_program_id(pin_dir, i)
+                .ok()
+                .filter(|id| *id != 0)
+        });
+        if let Some(id) = running {
+            return Ok(instances.into_iter().find(|i| i.id == id));
+        }
+        Ok(instances.into_iter().rev().find(|i| {
+            i.summary().is_ok_and(|s| {
+                s.ours && format!("{:016x}", s.config.policy_version) == self.state.policy_version
+            })
+        }))
+    }
+
+    /// Interfaces or addresses changed: attach to interfaces that appeared, forget those that
+    /// went away, and put the policy in force again (the host's roles may follow its
+    /// addresses).
     pub(super) fn sync_interfaces(&mut self) -> Result<(), DaemonError> {
+        let attached = self.attach_new()?;
         let addrs = crate::host::addresses().map_err(DaemonError::system("reading addresses"))?;
         self.refresh_host()?;
         let existing = existing_interfaces()?;
@@ -312,7 +553,7 @@ impl Daemon {
                     && name.as_str() != "lo"
                     && !self.state.interfaces.iter().any(|i| &i.name == name)
             });
-        if appeared || auto_new || !gone.is_empty() {
+        if attached || appeared || auto_new || !gone.is_empty() {
             let c = self.compile()?;
             self.apply(c)?;
         } else {

@@ -4,7 +4,10 @@ use std::{io, net::SocketAddr, path::PathBuf};
 
 use crate::{
     compile::CompileError,
-    ebpf::{DatapathError, counters::CountersError, links::LinkError},
+    ebpf::{
+        DatapathError, counters::CountersError, image::ImageError, instance::InstanceError,
+        links::LinkError, policy::PolicyError,
+    },
     policy::Diagnostics,
     state::StateError,
 };
@@ -80,6 +83,15 @@ pub enum DaemonError {
     /// The program could not be loaded, or its maps written; nothing was attached.
     #[error("loading the XDP program (nothing was changed)")]
     Datapath(#[from] DatapathError),
+    /// The policy cannot be laid out as tables for the datapath; nothing was changed.
+    #[error("laying out the policy's tables (nothing was changed)")]
+    Image(#[from] ImageError),
+    /// The pinned program could not be loaded, found, or its tables written.
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    /// The pinned program's tables could not be written.
+    #[error("switching the tables (the policy in force stays)")]
+    Tables(#[from] PolicyError),
     /// A link could not be removed.
     #[error(transparent)]
     Link(#[from] LinkError),

@@ -42,8 +42,8 @@ use trial::until;
 
 /// How often counters are sampled for rates and last-hit times.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
-/// Changes reported by netlink arrive in bursts: after attaching at once, look again this long
-/// later for what the rest of the burst brought.
+/// Changes reported by netlink arrive in bursts: after attaching at once, reconcile the rest
+/// this long after the first change of a burst.
 const SETTLE: Duration = Duration::from_millis(200);
 /// The loopback interface's index, in every network namespace.
 const LOOPBACK_IFINDEX: u32 = 1;
@@ -88,6 +88,17 @@ struct Compiled {
     fresh_slots: Vec<u32>,
 }
 
+/// Which interfaces the policy in force protects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Selection {
+    /// No policy put in force by this daemon yet.
+    Unknown,
+    /// The site's `[host] interfaces`, or `--iface`.
+    Listed(Vec<String>),
+    /// Every interface with a global address.
+    Auto,
+}
+
 /// The daemon's view of what is in force.
 struct Daemon {
     opts: Options,
@@ -106,6 +117,11 @@ struct Daemon {
     trial_deadline: Option<Instant>,
     /// The self-test's frames for the policy in force.
     probes: Vec<health::ProbeFrame>,
+    /// The interfaces the policy in force selects.
+    selection: Selection,
+    /// Whether a grace period has passed since the last table switch (so the idle generation
+    /// may be rewritten at once). Unknown at start: a previous daemon may have just switched.
+    settled: bool,
 }
 
 /// Run the daemon until SIGTERM or SIGINT. Enforcement stays in place when it returns.
@@ -206,6 +222,8 @@ async fn serve(opts: Options) -> Result<(), DaemonError> {
         metrics::start(&daemon, addr).await?;
     }
     let mut diag = daemon.follow_datapath_log(None);
+    // When to re-sync after a burst of link and address changes.
+    let mut resync: Option<Instant> = None;
     system::notify("READY=1");
     log::info!("ready");
     loop {
@@ -236,18 +254,27 @@ async fn serve(opts: Options) -> Result<(), DaemonError> {
                 if let Err(e) = changed {
                     log::warn!("rtnetlink: {e}");
                 }
+                // Attach at once, before anything else: a new interface carries traffic as soon
+                // as it is up with an address, and every millisecond before the program is on
+                // it is open. The program in force is attached as it is, from its pin.
+                if let Err(e) = daemon.attach_new() {
+                    log::error!("attaching new interfaces: {}", chain(&e));
+                }
                 if let Err(e) = daemon.refresh_host() {
                     log::error!("refreshing the host's addresses: {}", chain(&e));
                 }
-                // Attach at once: a new interface carries traffic as soon as it is up with an
-                // address, and every millisecond before the program is on it is open. Then
-                // again once the burst of changes has settled, for what came with it.
-                for pass in [Duration::ZERO, SETTLE] {
-                    tokio::time::sleep(pass).await;
-                    if let Err(e) = daemon.sync_interfaces() {
-                        log::error!("re-syncing interfaces and addresses: {}", chain(&e));
-                    }
+                // The rest (roles that follow addresses, egress recorders, interfaces that went
+                // away) once the burst of changes has settled. A timer, not a sleep here: the
+                // loop keeps handling events meanwhile, so the next interface is attached as
+                // soon as it appears too.
+                resync.get_or_insert_with(|| Instant::now() + SETTLE);
+            }
+            () = until(resync) => {
+                resync = None;
+                if let Err(e) = daemon.sync_interfaces() {
+                    log::error!("re-syncing interfaces and addresses: {}", chain(&e));
                 }
+                daemon.settle();
             }
             _ = ticks.tick() => {
                 daemon.sample();
@@ -312,6 +339,8 @@ impl Daemon {
             audit: None,
             trial_deadline: None,
             probes: Vec::new(),
+            selection: Selection::Unknown,
+            settled: false,
         }
     }
 
@@ -406,6 +435,8 @@ impl Daemon {
             }
         }
         self.write_state();
+        // Reported in force; now the grace period that lets the next reload write at once.
+        self.settle();
     }
 
     /// (Re)start forwarding the program's diagnostic messages, if asked for: after every load,

@@ -1,4 +1,5 @@
-//! Loading the XDP program with a policy's tables, and the local-address maps it consults.
+//! Loading the XDP program with a policy's tables, switching its tables, and the host maps
+//! (local addresses, MACs) it consults.
 
 use std::{
     net::IpAddr,
@@ -7,20 +8,23 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{
-        Array, HashMap, MapData, MapError,
-        lpm_trie::{Key, LpmTrie},
-    },
+    maps::{HashMap, Map, MapData, MapError},
     programs::{Program, ProgramError, SchedClassifier, Xdp},
 };
 use portguard_common::{
-    config::Config,
-    maps::{self, Counters, LOCAL_BROADCAST, LOCAL_UNICAST, MacKey},
+    maps::{
+        self, Counters, LOCAL_BROADCAST, LOCAL_FAST_V4, LOCAL_FAST_V6, LOCAL_OVERFLOW,
+        LOCAL_UNICAST, LocalSet, MacKey,
+    },
     reason::Reason,
     tables::Tables,
 };
 
-use super::counters::{self, CountersError};
+use super::{
+    counters::{self, CountersError},
+    image::{self, Image, ImageError},
+    policy::{self, PolicyError, PolicyMaps},
+};
 
 /// Name of the enforcing program in the object.
 pub const PROGRAM: &str = "portguard";
@@ -98,6 +102,12 @@ pub enum DatapathError {
         #[source]
         source: MapError,
     },
+    /// The tables could not be laid out as a policy image.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The policy maps could not be opened or written.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DatapathError {
@@ -108,31 +118,85 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DatapathError {
 #[derive(Debug)]
 pub struct Datapath {
     ebpf: Ebpf,
+    policy: PolicyMaps,
+}
+
+/// Identity of this build's BPF object: a hash of its bytes (FNV-1a). Written into the policy
+/// maps, so a daemon can tell the program it finds pinned is its own before reusing it.
+#[must_use]
+pub fn build_id() -> u64 {
+    static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| {
+        crate::EBPF_OBJECT
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+    })
+}
+
+/// Chunks per generation a program is loaded with for `image`: room for the policy to grow by
+/// half, or by 1 MiB, before a reload needs a new program.
+#[must_use]
+pub fn capacity_for(image: &Image) -> u32 {
+    let need = image.chunks();
+    need.saturating_add((need / 2).max(1 << 14))
 }
 
 impl Datapath {
     /// Load the object with `tables`, pinning (or reusing) state maps in `pin_dir`, and load
     /// the enforcing program into the kernel. Nothing is attached.
     pub fn load(tables: &Tables, pin_dir: &Path) -> Result<Self, DatapathError> {
+        let image = image::build(tables)?;
+        Self::load_image(&image, pin_dir, capacity_for(&image))
+    }
+
+    /// Load the object with `image` live in generations of `half` chunks (at least the image's
+    /// size), and load the enforcing program into the kernel.
+    pub fn load_image(image: &Image, pin_dir: &Path, half: u32) -> Result<Self, DatapathError> {
         std::fs::create_dir_all(pin_dir).map_err(|source| DatapathError::PinDir {
             dir: pin_dir.to_owned(),
             source,
         })?;
-        let decisions = u32::try_from(tables.decisions.len())
-            .unwrap_or(u32::MAX)
-            .max(1);
-        let ebpf = EbpfLoader::new()
+        let half = half.max(image.chunks());
+        let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
-            .map_max_entries(maps::DECISIONS, decisions)
+            .map_max_entries(maps::POLICY, half.saturating_mul(2).saturating_add(1))
             .load(crate::EBPF_OBJECT)
             .map_err(|source| DatapathError::Load {
                 dir: pin_dir.to_owned(),
                 source: Box::new(source),
             })?;
-        let mut dp = Datapath { ebpf };
-        dp.write_tables(tables)?;
+        // The policy maps move to `PolicyMaps`, which keeps them open as long as the object.
+        let mut take = |name: &'static str| match ebpf.take_map(name) {
+            Some(Map::LpmTrie(data) | Map::Array(data)) => Ok(data),
+            _ => Err(DatapathError::MissingMap(name)),
+        };
+        let (array, trie0, trie1) = (
+            take(maps::POLICY)?,
+            take(maps::SRC_TRIE0)?,
+            take(maps::SRC_TRIE1)?,
+        );
+        let mut policy = PolicyMaps::new(array, trie0, trie1)?;
+        policy.init(image, build_id())?;
+        let mut dp = Datapath { ebpf, policy };
         dp.load_program(PROGRAM)?;
         Ok(dp)
+    }
+
+    /// Put `tables` in force in this program without loading anything: the idle generation is
+    /// written, then switched to in one store, after a grace period since the last switch.
+    pub fn switch_tables(&mut self, tables: &Tables) -> Result<(), DatapathError> {
+        let image = image::build(tables)?;
+        policy::grace_period();
+        self.policy.switch(&image)?;
+        Ok(())
+    }
+
+    /// The policy maps of this program.
+    #[must_use]
+    pub fn policy(&self) -> &PolicyMaps {
+        &self.policy
     }
 
     /// Verify and load one of the object's XDP programs.
@@ -175,46 +239,6 @@ impl Datapath {
     /// The whole object, for callers that need other maps or programs.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
-    }
-
-    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DatapathError> {
-        self.ebpf
-            .map_mut(name)
-            .ok_or(DatapathError::MissingMap(name))
-    }
-
-    fn write_tables(&mut self, t: &Tables) -> Result<(), DatapathError> {
-        let mut v4: LpmTrie<&mut MapData, [u8; 4], u32> =
-            LpmTrie::try_from(self.map_mut(maps::SRC_V4)?).map_err(map_err(maps::SRC_V4))?;
-        for (addr, len, class) in &t.src_v4 {
-            v4.insert(&Key::new(u32::from(*len), *addr), class, 0)
-                .map_err(map_err(maps::SRC_V4))?;
-        }
-        let mut v6: LpmTrie<&mut MapData, [u8; 16], u32> =
-            LpmTrie::try_from(self.map_mut(maps::SRC_V6)?).map_err(map_err(maps::SRC_V6))?;
-        for (addr, len, class) in &t.src_v6 {
-            v6.insert(&Key::new(u32::from(*len), *addr), class, 0)
-                .map_err(map_err(maps::SRC_V6))?;
-        }
-        let mut ports: Array<&mut MapData, u16> =
-            Array::try_from(self.map_mut(maps::PORTS)?).map_err(map_err(maps::PORTS))?;
-        // Array maps start zeroed: only classes need writing.
-        for (i, class) in t.ports.iter().enumerate().filter(|(_, c)| **c != 0) {
-            ports
-                .set(i as u32, class, 0)
-                .map_err(map_err(maps::PORTS))?;
-        }
-        let mut decisions: Array<&mut MapData, u32> =
-            Array::try_from(self.map_mut(maps::DECISIONS)?).map_err(map_err(maps::DECISIONS))?;
-        for (i, rule) in t.decisions.iter().enumerate().filter(|(_, r)| **r != 0) {
-            decisions
-                .set(i as u32, rule, 0)
-                .map_err(map_err(maps::DECISIONS))?;
-        }
-        let mut config: Array<&mut MapData, Config> =
-            Array::try_from(self.map_mut(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
-        config.set(0, t.config, 0).map_err(map_err(maps::CONFIG))?;
-        Ok(())
     }
 
     /// Replace the set of this host's addresses (unicast, and IPv4 directed broadcasts).
@@ -260,7 +284,11 @@ pub fn set_local_addrs(
     let v6 = ebpf
         .map_mut(maps::LOCAL_V6)
         .ok_or(DatapathError::MissingMap(maps::LOCAL_V6))?;
-    sync_hash(v6, maps::LOCAL_V6, &want6)
+    sync_hash(v6, maps::LOCAL_V6, &want6)?;
+    let Some(Map::Array(fast)) = ebpf.map(maps::LOCAL_FAST) else {
+        return Err(DatapathError::MissingMap(maps::LOCAL_FAST));
+    };
+    sync_local_fast(fast, &local_set(&want4, &want6))
 }
 
 /// What the datapath is told about this host: its addresses and its MACs.
@@ -281,7 +309,7 @@ pub fn sync_pinned_host(pin_dir: &Path, view: &HostView) -> Result<(), DatapathE
     let (want4, want6) = wanted_addrs(&view.unicast, &view.broadcast);
     let open = |name: &'static str| {
         MapData::from_pin(pin_dir.join(name))
-            .map(aya::maps::Map::HashMap)
+            .map(Map::HashMap)
             .map_err(map_err(name))
     };
     sync_hash(&mut open(maps::LOCAL_V4)?, maps::LOCAL_V4, &want4)?;
@@ -290,7 +318,72 @@ pub fn sync_pinned_host(pin_dir: &Path, view: &HostView) -> Result<(), DatapathE
         &mut open(maps::HOST_MACS)?,
         maps::HOST_MACS,
         &wanted_macs(&view.macs),
-    )
+    )?;
+    let fast =
+        MapData::from_pin(pin_dir.join(maps::LOCAL_FAST)).map_err(map_err(maps::LOCAL_FAST))?;
+    sync_local_fast(&fast, &local_set(&want4, &want6))
+}
+
+/// The short list of the host's addresses, or [`LOCAL_OVERFLOW`] per family with more than
+/// it holds (in a fixed order, so equal sets compare equal).
+fn local_set(want4: &Wanted4, want6: &Wanted6) -> LocalSet {
+    let mut set = LocalSet::EMPTY;
+    let mut v4: Vec<(&[u8; 4], &u32)> = want4.iter().collect();
+    v4.sort();
+    if v4.len() > LOCAL_FAST_V4 {
+        set.n4 = LOCAL_OVERFLOW;
+    } else {
+        set.n4 = v4.len() as u32;
+        for (i, (a, kind)) in v4.into_iter().enumerate() {
+            set.v4[i] = u32::from_ne_bytes(*a);
+            set.v4_kind[i] = *kind as u8;
+        }
+    }
+    let mut v6: Vec<(&[u8; 16], &u32)> = want6.iter().collect();
+    v6.sort();
+    if v6.len() > LOCAL_FAST_V6 {
+        set.n6 = LOCAL_OVERFLOW;
+    } else {
+        set.n6 = v6.len() as u32;
+        for (i, (a, kind)) in v6.into_iter().enumerate() {
+            let (hi, lo) = a.split_at(8);
+            set.v6[i] = [
+                u64::from_ne_bytes(hi.try_into().unwrap_or_default()),
+                u64::from_ne_bytes(lo.try_into().unwrap_or_default()),
+            ];
+            set.v6_kind[i] = *kind as u8;
+        }
+    }
+    set
+}
+
+/// Make the live `LocalSet` of `map` (`LOCAL_FAST`) equal `want`: write the idle entry, then
+/// point entry 0's `live` at it with one store. A grace period first, so no packet still reads
+/// the entry being rewritten (it was live before the previous switch); nothing at all when the
+/// live set is already right.
+fn sync_local_fast(map: &MapData, want: &LocalSet) -> Result<(), DatapathError> {
+    let mem = policy::Mapping::new(map, 2 * size_of::<LocalSet>())?;
+    let sets = mem.ptr().cast::<LocalSet>();
+    // SAFETY: two LocalSets are inside the mapping; read whole, as plain integers.
+    let (live, current) = unsafe {
+        let live = sets.read_volatile().live & 1;
+        (live, sets.add(live as usize).read_volatile())
+    };
+    if (LocalSet { live: 0, ..current }) == (LocalSet { live: 0, ..*want }) {
+        return Ok(());
+    }
+    policy::grace_period();
+    let idle = live ^ 1;
+    // SAFETY: the idle entry is inside the mapping and read by nobody (grace period above);
+    // its `live` word, which only entry 0's readers use, is left as it is.
+    unsafe {
+        let dst = sets.add(idle as usize).cast::<u8>();
+        let src = std::ptr::from_ref(want).cast::<u8>();
+        std::ptr::copy_nonoverlapping(src.add(4), dst.add(4), size_of::<LocalSet>() - 4);
+        std::sync::atomic::AtomicU32::from_ptr(sets.cast::<u32>())
+            .store(idle, std::sync::atomic::Ordering::Release);
+    }
+    Ok(())
 }
 
 fn wanted_macs(macs: &[[u8; 6]]) -> std::collections::HashMap<MacKey, u32> {
@@ -330,7 +423,7 @@ fn wanted_addrs(unicast: &[IpAddr], broadcast: &[IpAddr]) -> (Wanted4, Wanted6) 
 }
 
 fn sync_hash<K: aya::Pod + Eq + std::hash::Hash>(
-    map: &mut aya::maps::Map,
+    map: &mut Map,
     name: &'static str,
     want: &std::collections::HashMap<K, u32>,
 ) -> Result<(), DatapathError> {

@@ -2,9 +2,10 @@
 //!
 //! Every interface gets a `bpf_link` pinned at `<pin dir>/links/<ifname>`. The pin, not the
 //! daemon, keeps the program attached: the daemon can exit or be killed and enforcement goes
-//! on. A reload loads a new program with new tables and swaps it into each link with
-//! `BPF_LINK_UPDATE`, which replaces the program of a link in one step: every packet is judged
-//! either wholly by the old program and tables or wholly by the new ones.
+//! on. Every link runs the same pinned program ([`super::instance`]); a reload switches that
+//! program's tables, not the program. Only a program of another build (an upgrade) is swapped
+//! into each link, with `BPF_LINK_UPDATE`, which replaces the program of a link in one step:
+//! every packet is judged either wholly by the old program and tables or wholly by the new ones.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +15,9 @@ use aya::programs::{
     xdp::{XdpLink, XdpLinkId},
 };
 
-use super::{Datapath, DatapathError};
+use aya::programs::SchedClassifier;
+
+use super::DatapathError;
 use crate::paths::LINKS_SUBDIR;
 
 /// Why a link could not be attached, opened, switched or removed; every variant names the
@@ -171,9 +174,12 @@ const EGRESS_PREFIX: &str = "egress:";
 
 /// Attach the egress recorder to `ifname` (tcx, Linux 6.6) and pin its link. Replies to
 /// unconnected UDP sockets depend on it; enforcement does not, so callers only log a failure.
-pub fn attach_egress(dp: &mut Datapath, pin_dir: &Path, ifname: &str) -> Result<(), LinkError> {
+pub fn attach_egress(
+    prog: &mut SchedClassifier,
+    pin_dir: &Path,
+    ifname: &str,
+) -> Result<(), LinkError> {
     const WHAT: &str = "the egress recorder";
-    let prog = dp.egress()?;
     let attach_err = |source| LinkError::Attach {
         ifname: ifname.to_owned(),
         what: WHAT,
@@ -243,11 +249,10 @@ fn release(prog: &mut Xdp, ifname: &str, id: XdpLinkId) -> Result<(), LinkError>
     Ok(())
 }
 
-/// Attach the datapath's program to `ifname` and pin the link. Native mode where the driver
-/// has it, generic otherwise (logged, since generic mode costs an skb per packet).
-pub fn attach(dp: &mut Datapath, pin_dir: &Path, ifname: &str) -> Result<AttachMode, LinkError> {
+/// Attach `prog` to `ifname` and pin the link. Native mode where the driver has it, generic
+/// otherwise (logged, since generic mode costs an skb per packet).
+pub fn attach(prog: &mut Xdp, pin_dir: &Path, ifname: &str) -> Result<AttachMode, LinkError> {
     const WHAT: &str = "the XDP program";
-    let prog = dp.program()?;
     let attach_err = |source| LinkError::Attach {
         ifname: ifname.to_owned(),
         what: WHAT,
@@ -285,15 +290,14 @@ pub fn attach(dp: &mut Datapath, pin_dir: &Path, ifname: &str) -> Result<AttachM
     Ok(mode)
 }
 
-/// Swap the datapath's program into the pinned link of `ifname`, atomically.
-pub fn switch(dp: &mut Datapath, pin_dir: &Path, ifname: &str) -> Result<(), LinkError> {
+/// Swap `prog` into the pinned link of `ifname`, atomically (`BPF_LINK_UPDATE`).
+pub fn switch(prog: &mut Xdp, pin_dir: &Path, ifname: &str) -> Result<(), LinkError> {
     let fd: FdLink = open(pin_dir, ifname)?.into();
     let link = XdpLink::try_from(fd).map_err(|source| LinkError::Link {
         ifname: ifname.to_owned(),
         what: "the pin is not an XDP link",
         source,
     })?;
-    let prog = dp.program()?;
     let id = prog
         .attach_to_link(link)
         .map_err(|source| LinkError::Switch {

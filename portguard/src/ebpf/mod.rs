@@ -1,13 +1,18 @@
 //! The kernel side, seen from userspace: loading the program with a policy's tables
-//! ([`datapath`]), the links that keep it attached ([`links`]), and the counters it keeps
-//! ([`counters`]). Each kernel object has one module that opens it.
+//! ([`datapath`]), laying tables out for it ([`image`]) and switching them ([`policy`]), the
+//! pinned program the interfaces share ([`instance`]), the links that keep it attached
+//! ([`links`]), and the counters it keeps ([`counters`]). Each kernel object has one module that
+//! opens it.
 
 pub mod counters;
 pub mod datapath;
+pub mod image;
+pub mod instance;
 pub mod links;
+pub mod policy;
 pub mod probe;
 
 pub use datapath::{
     DROP_PROGRAM, Datapath, DatapathError, EGRESS_PROGRAM, HostView, NOOP_PROGRAM, PROGRAM,
-    set_local_addrs, sync_pinned_host,
+    build_id, capacity_for, set_local_addrs, sync_pinned_host,
 };
