@@ -154,10 +154,10 @@ impl Env for XdpEnv<'_> {
                     && set.n4 != LOCAL_OVERFLOW
                 {
                     for i in 0..LOCAL_FAST_V4 {
-                        if i as u32 >= set.n4 {
-                            return None;
-                        }
-                        if set.v4[i] == a {
+                        // Unused entries have kind 0. No early exit at `n4`:
+                        // LLVM turns one into a trip count derived from the map value,
+                        // which verifiers before 6.8 cannot bound.
+                        if set.v4_kind[i] != 0 && set.v4[i] == a {
                             return Some(u32::from(set.v4_kind[i]));
                         }
                     }
@@ -172,10 +172,10 @@ impl Env for XdpEnv<'_> {
                     && set.n6 != LOCAL_OVERFLOW
                 {
                     for i in 0..LOCAL_FAST_V6 {
-                        if i as u32 >= set.n6 {
-                            return None;
-                        }
-                        if set.v6[i] == a {
+                        // Unused entries have kind 0. No early exit at `n6`:
+                        // LLVM turns one into a trip count derived from the map value,
+                        // which verifiers before 6.8 cannot bound.
+                        if set.v6_kind[i] != 0 && set.v6[i] == a {
                             return Some(u32::from(set.v6_kind[i]));
                         }
                     }
