@@ -79,15 +79,29 @@ pub const TRIE_TAG_BITS: u32 = 32;
 /// The trie key bytes of `addr` in `family` (4 or 6), as prefixes are stored and looked up.
 #[must_use]
 pub fn trie_key(family: u8, addr: &[u8; 16]) -> [u8; TRIE_KEY_BYTES] {
-    let mut k = [0u8; TRIE_KEY_BYTES];
-    k[3] = family;
-    let n = if family == 4 { 4 } else { 16 };
-    let mut i = 0;
-    while i < n {
-        k[4 + i] = addr[i];
-        i += 1;
-    }
-    k
+    // Built as five words rather than by filling a zeroed array: the XDP program calls this,
+    // and LLVM turns a zero fill into a call of `memset` there (see portguard-ebpf's `mem`).
+    let word = |i: usize| {
+        if family == 4 && i > 0 {
+            0
+        } else {
+            u32::from_ne_bytes([
+                addr[4 * i],
+                addr[4 * i + 1],
+                addr[4 * i + 2],
+                addr[4 * i + 3],
+            ])
+        }
+    };
+    let words = [
+        u32::from_ne_bytes([0, 0, 0, family]),
+        word(0),
+        word(1),
+        word(2),
+        word(3),
+    ];
+    // SAFETY: five u32s are twenty bytes, every byte pattern is valid for both.
+    unsafe { core::mem::transmute::<[u32; 5], [u8; TRIE_KEY_BYTES]>(words) }
 }
 
 /// Chunk 0 of the policy array: which generation is live. The rest of the array is two

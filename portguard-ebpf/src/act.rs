@@ -16,6 +16,7 @@ use portguard_common::{
 use crate::{
     env::XdpEnv,
     maps::{AUDIT, AUDIT_STATE, REASON_STATS, RULE_STATS},
+    mem,
 };
 
 /// One audit event costs this many tokens; tokens are scaled so refill needs no division.
@@ -24,8 +25,8 @@ const TOKEN: u64 = 1 << 20;
 const MAX_REFILL_NS: u64 = 10_000_000_000;
 
 /// The program's own diagnostic message (aya-log), for frames the parser gave up on: rare by
-/// construction, and only when the site turns diagnostics on. Out of line, scalars only.
-#[inline(never)]
+/// construction, and only when the site turns diagnostics on.
+#[inline(always)]
 fn diagnose(ctx: &XdpContext, reason: u32, len: u64) {
     aya_log_ebpf::warn!(
         ctx,
@@ -96,8 +97,8 @@ fn count(
 }
 
 /// Emit an audit event if this CPU's token bucket allows; count what is suppressed or lost.
-/// A BPF function of its own (denied path only); the event is written in place in the ring.
-#[inline(never)]
+/// Denied path only; the event is written in place in the ring.
+#[inline(always)]
 fn report(ctx: &XdpContext, env: &XdpEnv<'_>, parsed: &Packet, outcome: Outcome, len: u64) {
     emit(ctx, env, parsed, outcome, len);
     // The verifier refuses a function that returns with one of the stack pointers it was
@@ -153,35 +154,44 @@ fn emit(ctx: &XdpContext, env: &XdpEnv<'_>, parsed: &Packet, outcome: Outcome, l
     ev.hint = hint;
     ev.len = len as u32;
     ev.would_deny = u8::from(cfg.mode == MODE_AUDIT);
-    ev.src = [0; 16];
-    ev.dst = [0; 16];
-    ev.proto = 0;
-    ev.family = 0;
-    ev.vlan = 0;
-    ev.sport = 0;
-    ev.dport = 0;
-    ev.tcp_flags = 0;
-    ev.pad = [0; 6];
+    // Each field written once, from values chosen first: constant zero stores to neighbouring
+    // fields would be merged into a call of `memset` (see `mem`).
+    let (mut proto, mut family, mut vlan) = (0, 0, 0);
+    let (mut sport, mut dport, mut tcp_flags) = (0, 0, 0);
     if parsed.kind == Kind::Ip {
         let p = parsed;
-        ev.src = p.src;
-        ev.dst = p.dst;
-        ev.proto = p.proto;
-        ev.family = p.family as u8;
-        ev.vlan = p.vlan;
+        mem::copy16(&mut ev.src, &p.src);
+        mem::copy16(&mut ev.dst, &p.dst);
+        proto = p.proto;
+        family = p.family as u8;
+        vlan = p.vlan;
         match p.l4 {
             L4Kind::Ports => {
-                ev.sport = p.sport;
-                ev.dport = p.dport;
-                ev.tcp_flags = p.tcp_flags;
+                sport = p.sport;
+                dport = p.dport;
+                tcp_flags = p.tcp_flags;
             }
             L4Kind::Icmp => {
-                ev.sport = u16::from(p.icmp_type);
-                ev.dport = u16::from(p.icmp_code);
+                sport = u16::from(p.icmp_type);
+                dport = u16::from(p.icmp_code);
             }
             L4Kind::None | L4Kind::Other => {}
         }
+    } else {
+        // SAFETY: the fields are plain bytes inside the reserved entry.
+        unsafe {
+            mem::zero_bytes(ev.src.as_mut_ptr(), 16);
+            mem::zero_bytes(ev.dst.as_mut_ptr(), 16);
+        }
     }
+    // SAFETY: as above.
+    unsafe { mem::zero_bytes(ev.pad.as_mut_ptr(), 6) };
+    ev.proto = proto;
+    ev.family = family;
+    ev.vlan = vlan;
+    ev.sport = sport;
+    ev.dport = dport;
+    ev.tcp_flags = tcp_flags;
     entry.submit(0);
     st.emitted += 1;
 }

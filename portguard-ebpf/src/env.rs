@@ -1,6 +1,6 @@
 //! `classify::Env` over the program's maps and the kernel's socket lookup helpers.
 
-use core::ptr;
+use core::{mem::MaybeUninit, ptr};
 
 use aya_ebpf::{
     bindings::{
@@ -26,8 +26,11 @@ use portguard_common::{
     packet::{Family, Packet, ipproto},
 };
 
-use crate::maps::{
-    FRAGS, HOST_MACS, LOCAL_FAST, LOCAL_V4, LOCAL_V6, POLICY, SRC_TRIE0, SRC_TRIE1, UDP_OUT,
+use crate::{
+    maps::{
+        FRAGS, HOST_MACS, LOCAL_FAST, LOCAL_V4, LOCAL_V6, POLICY, SRC_TRIE0, SRC_TRIE1, UDP_OUT,
+    },
+    mem,
 };
 
 /// `AF_INET` and `AF_INET6`, the families `bpf_fib_lookup` takes.
@@ -238,32 +241,28 @@ impl Env for XdpEnv<'_> {
 
     #[inline(always)]
     fn owns_flow(&self, p: &Packet) -> bool {
-        let mut tuple = tuple(p.family, &p.src, p.sport, &p.dst, p.dport);
-        sk_owns(self.ctx.ctx, &mut tuple, p.family == Family::V6, p.proto)
+        let mut slot = MaybeUninit::uninit();
+        let tuple = tuple(&mut slot, p.family, &p.src, p.sport, &p.dst, p.dport);
+        sk_owns(self.ctx.ctx, tuple, p.family == Family::V6, p.proto)
     }
 
     #[inline(always)]
     fn owns_quoted(&self, p: &Packet) -> bool {
-        let mut tuple = tuple(
+        let mut slot = MaybeUninit::uninit();
+        let tuple = tuple(
+            &mut slot,
             p.family,
             &p.quote_remote,
             p.quote_rport,
             &p.dst,
             p.quote_lport,
         );
-        sk_owns(
-            self.ctx.ctx,
-            &mut tuple,
-            p.family == Family::V6,
-            p.quote_proto,
-        )
+        sk_owns(self.ctx.ctx, tuple, p.family == Family::V6, p.quote_proto)
     }
 }
 
-/// The source class of `addr` in generation `live`'s trie. A BPF function of its own: the trie
-/// lookup is a helper call whatever its caller does, and IPv6 (or a huge IPv4 prefix set) is
-/// the only path that takes it.
-#[inline(never)]
+/// The source class of `addr` in generation `live`'s trie: IPv6, or a huge IPv4 prefix set.
+#[inline(always)]
 fn src_trie(live: u32, family: Family, addr: &[u8; 16]) -> u32 {
     let bits = if family == Family::V4 { 32 } else { 128 };
     let key = Key::new(TRIE_TAG_BITS + bits, image::trie_key(family as u8, addr));
@@ -283,12 +282,12 @@ const _: () = assert!(TRIE_KEY_BYTES == 20);
 /// here: routed traffic, an address added a moment ago, one on `lo`. Only a route the kernel
 /// would forward on counts as not local; every other answer (local, broadcast, no route,
 /// forwarding disabled on the interface: then the kernel forwards nothing) is judged by the
-/// rules. A BPF function of its own: rare, and its 64-byte parameter block stays off the
-/// common path's stack.
-#[inline(never)]
+/// rules.
+#[inline(always)]
 fn fib_local(md: *mut xdp_md, p: &Packet) -> bool {
+    let mut slot = MaybeUninit::<bpf_fib_lookup>::uninit();
     // SAFETY: an all-zero parameter block is valid; the fields used are filled in below.
-    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    let params = unsafe { mem::zeroed(&mut slot) };
     // SAFETY: reading the context's ingress interface index, a plain field.
     params.ifindex = unsafe { (*md).ingress_ifindex };
     params.l4_protocol = p.proto;
@@ -312,7 +311,7 @@ fn fib_local(md: *mut xdp_md, p: &Packet) -> bool {
         }
     }
     // SAFETY: helper available to XDP since 4.18; params is a valid block of its size.
-    let rc = unsafe { fib_lookup(md.cast(), &raw mut params, FIB_PARAMS_LEN, 0) };
+    let rc = unsafe { fib_lookup(md.cast(), &raw mut *params, FIB_PARAMS_LEN, 0) };
     !matches!(
         u32::try_from(rc),
         Ok(BPF_FIB_LKUP_RET_SUCCESS
@@ -324,15 +323,18 @@ fn fib_local(md: *mut xdp_md, p: &Packet) -> bool {
 
 /// The lookup tuple of an incoming packet `remote:rport -> local:lport`, in network order.
 #[inline(always)]
-fn tuple(
+/// Built in the caller's `slot`: a tuple returned by value is copied, and LLVM makes a call of
+/// `memset` of the copy (see `mem`).
+fn tuple<'a>(
+    slot: &'a mut MaybeUninit<bpf_sock_tuple>,
     family: Family,
     remote: &[u8; 16],
     rport: u16,
     local: &[u8; 16],
     lport: u16,
-) -> bpf_sock_tuple {
+) -> &'a mut bpf_sock_tuple {
     // SAFETY: an all-zero tuple is a valid value of this plain-data union.
-    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    let tuple = unsafe { mem::zeroed(slot) };
     match family {
         Family::V4 => {
             // SAFETY: writing plain integers into the union's IPv4 member.
@@ -357,9 +359,8 @@ fn tuple(
 }
 
 /// Whether the socket table has a connected socket for `tuple` (see `Env::owns_flow`).
-/// A BPF function of its own: only denied packets get here, and its frame stays off the
-/// allowed path's stack.
-#[inline(never)]
+/// Only denied packets get here.
+#[inline(always)]
 fn sk_owns(md: *mut xdp_md, tuple: &mut bpf_sock_tuple, v6: bool, proto: u8) -> bool {
     // SAFETY: the union's members are plain data; taking their size only.
     let size = unsafe {
@@ -384,10 +385,10 @@ fn sk_owns(md: *mut xdp_md, tuple: &mut bpf_sock_tuple, v6: bool, proto: u8) -> 
 /// be dropped, leaving the peer's socket stuck in `LAST_ACK`. Request sockets (a handshake
 /// whose SYN the listener accepted) count too: the SYN already passed.
 ///
-/// A function of its own, apart from [`udp_owns`]: the verifier refuses one load instruction
-/// used with two pointer types (`sock_common` here, `sock` there), which is what LLVM makes of
-/// a shared field read.
-#[inline(never)]
+/// Kept apart from [`udp_owns`]: the verifier refuses one load instruction used with two
+/// pointer types (`sock_common` here, `sock` there), which is what LLVM may make of a shared
+/// field read.
+#[inline(always)]
 fn tcp_owns(md: *mut xdp_md, tuple: &mut bpf_sock_tuple, size: u32) -> bool {
     // SAFETY: helper available to XDP since 5.2; the returned socket is released below.
     let sk: *mut bpf_sock = unsafe { bpf_skc_lookup_tcp(md.cast(), tuple, size, CURRENT_NETNS, 0) };
@@ -406,7 +407,7 @@ fn tcp_owns(md: *mut xdp_md, tuple: &mut bpf_sock_tuple, size: u32) -> bool {
 /// the egress recorder saw the host send a datagram on it in the last 180 s. Unconnected
 /// sockets (servers bound to a port, and clients using `sendto`) have no peer in the socket
 /// table; only the recorder can tell a client's answer from a datagram to a server.
-#[inline(never)]
+#[inline(always)]
 fn udp_owns(md: *mut xdp_md, tuple: &mut bpf_sock_tuple, size: u32) -> bool {
     // SAFETY: helper available to XDP since 5.2; the returned socket is released below.
     let sk: *mut bpf_sock = unsafe { bpf_sk_lookup_udp(md.cast(), tuple, size, CURRENT_NETNS, 0) };
@@ -428,7 +429,9 @@ const V6_TUPLE_SIZE: u32 = 36;
 /// Whether the egress recorder saw this host send UDP on `tuple` (reversed) recently.
 #[inline(always)]
 fn sent_by_host(tuple: &bpf_sock_tuple, v6: bool) -> bool {
-    let mut key = UdpOutKey::default();
+    let mut slot = MaybeUninit::<UdpOutKey>::uninit();
+    // SAFETY: UdpOutKey is plain integers and byte arrays.
+    let key = unsafe { mem::zeroed(&mut slot) };
     // SAFETY: reading the union member the caller filled in, by its family.
     unsafe {
         if v6 {
@@ -440,15 +443,18 @@ fn sent_by_host(tuple: &bpf_sock_tuple, v6: bool) -> bool {
             key.family = 6;
         } else {
             let t = &tuple.__bindgen_anon_1.ipv4;
-            key.remote[..4].copy_from_slice(&t.saddr.to_ne_bytes());
-            key.local[..4].copy_from_slice(&t.daddr.to_ne_bytes());
+            let (remote, local) = (t.saddr.to_ne_bytes(), t.daddr.to_ne_bytes());
+            for i in 0..4 {
+                key.remote.as_mut_ptr().add(i).write_volatile(remote[i]);
+                key.local.as_mut_ptr().add(i).write_volatile(local[i]);
+            }
             key.rport = u16::from_be(t.sport);
             key.lport = u16::from_be(t.dport);
             key.family = 4;
         }
     }
     // SAFETY: the value is read at once, before anything else can change the LRU entry.
-    let Some(sent) = (unsafe { UDP_OUT.get(&key) }).copied() else {
+    let Some(sent) = (unsafe { UDP_OUT.get(key) }).copied() else {
         return false;
     };
     // SAFETY: plain helper call (base helper, Linux 5.11).

@@ -7,8 +7,11 @@
 // Inline asm for BPF is still behind a gate; the BPF build uses build-std, so needs a
 // nightly (or RUSTC_BOOTSTRAP) compiler anyway. Used only for a register barrier in parse.rs.
 #![feature(asm_experimental_arch)]
-// Every helper that touches packet pointers is inlined on purpose: the verifier rejects packet
-// pointers passed into BPF subprograms, so "let the compiler decide" is not an option here.
+// Every function is inlined on purpose, so the program is one BPF function: the verifier rejects
+// packet pointers passed into BPF subprograms, and verifiers before Linux 6.4 treat every scalar
+// as precise in a program with subprograms, which stops state pruning (Linux 6.1 then gives up
+// after a million instructions). `mem` keeps `memset`/`memmove` calls out too; docs/kernels.md
+// has the check.
 #![expect(
     clippy::inline_always,
     reason = "packet pointers must not cross BPF calls"
@@ -24,6 +27,7 @@ mod act;
 mod egress;
 mod env;
 mod maps;
+mod mem;
 mod parse;
 
 use aya_ebpf::{

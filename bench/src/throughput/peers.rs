@@ -20,8 +20,6 @@ use portguard::{
 
 /// Where xdp-filter pins its maps (its own fixed directory, under the bpffs root).
 const XDP_FILTER_PINS: &str = "/sys/fs/bpf/xdp-filter";
-/// `xdp-filter port` calls run at once (each is a short process spawn and one map update).
-const PORT_CALLS_AT_ONCE: usize = 16;
 
 /// A command in the receiver's network namespace, with the host's mount namespace.
 fn in_ns(ns: &str, program: &str) -> Command {
@@ -109,28 +107,15 @@ impl XdpFilter {
         if self.has_maps {
             return;
         }
-        let ports: Vec<(&str, u16)> = self.ports.iter().copied().collect();
-        for batch in ports.chunks(PORT_CALLS_AT_ONCE) {
-            let children: Vec<(Command, Child)> = batch
-                .iter()
-                .map(|(proto, port)| {
-                    let mut c = in_ns(&self.ns, "xdp-filter");
-                    c.args(["port", &port.to_string(), "--mode", "dst", "--proto", proto]);
-                    c.stdout(Stdio::null()).stderr(Stdio::piped());
-                    let child = c.spawn().expect("run xdp-filter port");
-                    (c, child)
-                })
-                .collect();
-            for (c, child) in children {
-                let out = child.wait_with_output().expect("xdp-filter port");
-                assert!(
-                    out.status.success(),
-                    "{c:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
+        // From the first port on, the pins are ours to remove (also after a panic below).
         self.has_maps = true;
+        // One at a time: concurrent calls fail on libxdp's lock file ("Unable to read PID from
+        // lockfile").
+        for (proto, port) in &self.ports {
+            let mut c = in_ns(&self.ns, "xdp-filter");
+            c.args(["port", &port.to_string(), "--mode", "dst", "--proto", proto]);
+            run(c);
+        }
     }
 
     /// Detach it, keeping its maps (the ports) for the next load.

@@ -442,3 +442,47 @@ fn sync_hash<K: aya::Pod + Eq + std::hash::Hash>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use aya_obj::{Object, generated::bpf_insn};
+
+    use super::PROGRAM;
+
+    /// `BPF_JMP | BPF_CALL`, and the source register that makes it a call of a BPF function
+    /// (`BPF_PSEUDO_CALL`) rather than of a kernel helper.
+    const CALL: u8 = 0x85;
+    const PSEUDO_CALL: u8 = 1;
+
+    fn calls_a_bpf_function(insn: bpf_insn) -> bool {
+        insn.code == CALL && insn.src_reg() == PSEUDO_CALL
+    }
+
+    /// The XDP program must stay one BPF function: with a second one (an `#[inline(never)]`, a
+    /// `memset` the compiler calls), verifiers before Linux 6.4 mark every scalar precise and
+    /// Linux 6.1 refuses the program as too complex (docs/kernels.md). This catches it at
+    /// `cargo test`, without a 6.1 VM.
+    #[test]
+    fn the_xdp_program_calls_no_bpf_function() {
+        let obj = Object::parse(crate::EBPF_OBJECT).expect("parse the embedded BPF object");
+        let main = obj
+            .functions
+            .values()
+            .find(|f| f.name == PROGRAM)
+            .expect("the XDP program's function");
+        assert!(main.instructions.len() > 100, "not the program: too short");
+        let calls: Vec<usize> = main
+            .instructions
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| calls_a_bpf_function(**i))
+            .map(|(n, _)| n)
+            .collect();
+        assert!(
+            calls.is_empty(),
+            "`{PROGRAM}` calls BPF functions at instructions {calls:?}: inline them, and zero or \
+             copy through portguard-ebpf's `mem` instead of letting LLVM call memset/memmove \
+             (`llvm-objdump -dr` on the object shows which)"
+        );
+    }
+}
