@@ -45,11 +45,28 @@ use portguard_common::{classify::classify, packet::Packet};
     reason = "the xdp macro's entry signature"
 )]
 fn portguard(ctx: XdpContext) -> u32 {
+    judge(&ctx)
+}
+
+/// The same program without multi-buffer support, for kernels before 5.18 (which refuse the
+/// `xdp.frags` load flag) or when the admin asks for it (`run --no-xdp-frags`).
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the xdp macro's entry signature"
+)]
+fn portguard_single(ctx: XdpContext) -> u32 {
+    judge(&ctx)
+}
+
+/// Parse, classify, count, act.
+#[inline(always)]
+fn judge(ctx: &XdpContext) -> u32 {
     let mut packet = Packet::EMPTY;
-    parse::parse(&ctx, &mut packet);
-    let env = env::XdpEnv::new(&ctx);
+    parse::parse(ctx, &mut packet);
+    let env = env::XdpEnv::new(ctx);
     let outcome = classify(&env, &packet);
-    act::act(&ctx, &env, &packet, outcome)
+    act::act(ctx, &env, &packet, outcome)
 }
 
 /// A no-op program that passes everything: the baseline of the benchmarks, loaded from the same

@@ -542,11 +542,23 @@ fn answers_to_unconnected_udp_sockets_pass_and_nothing_else_does() {
     let pair = Pair::new(70, 1500);
     let site = site(&pair, false);
     let d = Daemon::start(&pair.b, &site, &[]);
-    assert!(
+    // Without tcx (Linux < 6.6) the recorder is off, says so, and such answers are judged by
+    // the rules (udp/5353 from the peer is not open): the fallback, on the kernels that take it.
+    let tcx = portguard::doctor::probe().status(portguard::doctor::Feature::Tcx)
+        != portguard::doctor::Status::Absent;
+    assert_eq!(
         links::egress_pin(&d.pins.0, &pair.b_if).exists(),
+        tcx,
         "{}",
         d.log_text()
     );
+    if !tcx {
+        assert!(
+            d.log_text().contains("the egress recorder is off"),
+            "{}",
+            d.log_text()
+        );
+    }
     // A server on the peer that answers every datagram from the port it came in on.
     let (a4, a6) = (pair.a4, pair.a6);
     let server4 = pair
@@ -577,6 +589,13 @@ fn answers_to_unconnected_udp_sockets_pass_and_nothing_else_does() {
             move || c.send_to(b"q", SocketAddr::new(remote, 5353)).unwrap()
         });
         let mut buf = [0u8; 8];
+        if !tcx {
+            assert!(
+                client.recv_from(&mut buf).is_err(),
+                "without the recorder the answer is judged by the rules, which do not open it"
+            );
+            continue;
+        }
         let (n, from) = client.recv_from(&mut buf).expect("the answer arrives");
         assert_eq!((n, from), (1, SocketAddr::new(remote, 5353)));
         // The same host port from another peer port: not an answer, dropped.
@@ -691,4 +710,58 @@ fn an_interface_that_cannot_be_attached_is_reported_and_the_others_are_protected
         .arg(std::path::Path::new(&run).join("state"))
         .output();
     let _ = std::fs::remove_dir_all(&run);
+}
+
+/// A kernel without multi-buffer XDP (before 5.18) gets the single-buffer program. A driver
+/// refuses that natively on an interface whose frames do not fit one page; the daemon then
+/// protects the interface in generic mode, which sees whole frames, rather than leave it open.
+/// `--no-xdp-frags` takes the same path on this kernel.
+#[test]
+fn without_multi_buffer_xdp_a_jumbo_interface_is_protected_in_generic_mode() {
+    use std::net::UdpSocket;
+    let pair = Pair::new(115, 9000);
+    let site = site(&pair, false);
+    let d = Daemon::start(&pair.b, &site, &["--no-xdp-frags"]);
+    let log = d.log_text();
+    assert!(log.contains("single-buffer XDP (--no-xdp-frags)"), "{log}");
+    assert!(
+        log.contains("an MTU of 9000 needs multi-buffer XDP natively"),
+        "the generic-mode warning names the cause: {log}"
+    );
+    let id = links::pinned_program_id(&d.pins.0, &pair.b_if).unwrap();
+    let name = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .and_then(|p| p.name_as_str().map(str::to_owned))
+        .expect("the attached program");
+    // The kernel keeps 15 characters of a program's name.
+    assert!(
+        portguard::ebpf::SINGLE_BUFFER_PROGRAM.starts_with(&name) && name.len() == 15,
+        "the single-buffer program runs, not {name}"
+    );
+    assert_eq!(d.state().unwrap()["interfaces"][0]["mode"], "generic");
+    listen(&pair, 22);
+    listen(&pair, VDSM);
+    assert!(!connects(&pair, 22) && connects(&pair, VDSM));
+    // Jumbo datagrams: the allowed flow's arrive whole, a closed port's do not arrive at all.
+    let (b4, a4) = (pair.b4, pair.a4);
+    for (port, allowed) in [(GENEVE, true), (5555, false)] {
+        let rx = pair
+            .b
+            .run(move || UdpSocket::bind(SocketAddr::new(b4, port)).unwrap());
+        rx.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        pair.a.run(move || {
+            let tx = UdpSocket::bind(SocketAddr::new(a4, 0)).unwrap();
+            tx.send_to(&[7u8; 8000], SocketAddr::new(b4, port)).unwrap();
+        });
+        let mut buf = [0u8; 9000];
+        match rx.recv(&mut buf) {
+            Ok(n) => assert!(allowed && n == 8000, "udp/{port}: {n} bytes arrived"),
+            Err(e) => assert!(
+                !allowed,
+                "udp/{port}: the allowed jumbo datagram is lost: {e}"
+            ),
+        }
+    }
 }

@@ -166,6 +166,11 @@ pub enum Command {
         /// Have the XDP program report frames it cannot parse, in this log (aya-log).
         #[arg(long)]
         datapath_log: bool,
+        /// Load the single-buffer XDP program, as on a kernel without multi-buffer XDP (before
+        /// 5.18): for a driver whose multi-buffer support misbehaves. Interfaces whose MTU
+        /// needs multi-buffer frames are then refused.
+        #[arg(long)]
+        no_xdp_frags: bool,
         /// Directory that survives reboots, for the last good policy: enforced at start when
         /// the site file cannot be (`StateDirectory=portguard`).
         #[arg(long, value_name = "DIR", default_value = crate::paths::STATE_DIR, env = "PORTGUARD_STATE_DIR")]

@@ -190,6 +190,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             audit_log,
             status_group,
             datapath_log,
+            no_xdp_frags,
             state_dir,
         } => run::run(
             &policy,
@@ -202,6 +203,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 audit_log,
                 status_group,
                 datapath_log,
+                no_xdp_frags,
                 state_dir,
             },
         ),

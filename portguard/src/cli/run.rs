@@ -13,6 +13,7 @@ pub(super) struct Extra {
     pub(super) audit_log: Option<PathBuf>,
     pub(super) status_group: Option<String>,
     pub(super) datapath_log: bool,
+    pub(super) no_xdp_frags: bool,
     pub(super) state_dir: PathBuf,
 }
 
@@ -29,6 +30,7 @@ pub(super) fn run(
         audit_log,
         status_group,
         datapath_log,
+        no_xdp_frags,
         state_dir,
     } = extra;
     // At boot, a missing site file fails the unit with this line in the journal; unless a last
@@ -57,6 +59,7 @@ pub(super) fn run(
         audit_log,
         status_group,
         datapath_log,
+        no_xdp_frags,
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -17,7 +17,7 @@ use super::{
 use crate::{
     audit,
     ebpf::{
-        self, counters,
+        self, Buffers, counters,
         image::{self, Image},
         instance::{self, Instance, InstanceError},
         links, policy,
@@ -92,7 +92,7 @@ impl Daemon {
         }
         let mut programs = Vec::new();
         for i in instances {
-            match i.summary() {
+            match i.summary(self.buffers()) {
                 Ok(s) => programs.push(Held {
                     id: i.id,
                     ours: s.ours,
@@ -220,7 +220,7 @@ impl Daemon {
         };
         let id = match plan.program {
             Use::Load => {
-                let i = Instance::create(pin_dir, image)?;
+                let i = Instance::create(pin_dir, image, self.buffers())?;
                 zero_fresh()?;
                 log::info!(
                     "loaded program {} with policy {} (the program is verified once per build; \
@@ -372,10 +372,20 @@ impl Daemon {
         })
     }
 
+    /// The enforcing program this kernel (and `--no-xdp-frags`) calls for.
+    fn buffers(&self) -> Buffers {
+        if self.kernel.frags {
+            Buffers::Multi
+        } else {
+            Buffers::Single
+        }
+    }
+
     /// Attach the egress recorder of `instance` to `names`; failures are only logged (replies
-    /// to unconnected UDP sockets depend on it, enforcement does not).
+    /// to unconnected UDP sockets depend on it, enforcement does not). Without tcx it stays
+    /// off, as the daemon said at start.
     fn record_egress(&self, instance: &Instance, names: &[String]) {
-        if names.is_empty() {
+        if names.is_empty() || !self.kernel.tcx {
             return;
         }
         let mut egress = match instance.egress() {
@@ -517,7 +527,7 @@ impl Daemon {
             return Ok(instances.into_iter().find(|i| i.id == id));
         }
         Ok(instances.into_iter().rev().find(|i| {
-            i.summary().is_ok_and(|s| {
+            i.summary(self.buffers()).is_ok_and(|s| {
                 s.ours && format!("{:016x}", s.config.policy_version) == self.state.policy_version
             })
         }))

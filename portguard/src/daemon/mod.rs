@@ -33,6 +33,7 @@ use crate::error_chain as chain;
 use crate::{
     audit,
     compile::{self, HostPolicy, host_roles, slots},
+    doctor::{Feature, Status},
     ebpf::counters,
     policy::{self, Mode, Policy},
     state::{self, SavedSample, State},
@@ -76,6 +77,8 @@ pub struct Options {
     pub status_group: Option<u32>,
     /// Turn on the program's diagnostic messages and forward them to the log.
     pub datapath_log: bool,
+    /// Load the single-buffer program even where the kernel has multi-buffer XDP.
+    pub no_xdp_frags: bool,
 }
 
 /// A policy compiled for this host, with its counter slots, ready to load and not in force yet.
@@ -122,6 +125,18 @@ struct Daemon {
     /// Whether a grace period has passed since the last table switch (so the idle generation
     /// may be rewritten at once). Unknown at start: a previous daemon may have just switched.
     settled: bool,
+    /// What this kernel offers that portguard may do without (`doctor`'s probe at start).
+    kernel: Kernel,
+}
+
+/// The optional kernel features the daemon adapts to.
+#[derive(Clone, Copy, Debug)]
+struct Kernel {
+    /// tcx (6.6): the egress recorder is attached; without it, it is off.
+    tcx: bool,
+    /// XDP multi-buffer (5.18): the program that takes jumbo frames; without it (or with
+    /// `--no-xdp-frags`), the single-buffer one, and interfaces whose MTU needs more are refused.
+    frags: bool,
 }
 
 /// Run the daemon until SIGTERM or SIGINT. Enforcement stays in place when it returns.
@@ -151,7 +166,30 @@ fn start(opts: Options) -> Result<Daemon, DaemonError> {
             None
         }
     };
+    let no_frags = opts.no_xdp_frags;
     let mut daemon = Daemon::new(opts, previous);
+    // Unknown counts as present: the load or attach then says what is wrong.
+    daemon.kernel = Kernel {
+        tcx: kernel.status(Feature::Tcx) != Status::Absent,
+        frags: kernel.status(Feature::XdpFrags) != Status::Absent && !no_frags,
+    };
+    if !daemon.kernel.tcx {
+        log::warn!(
+            "the egress recorder is off: tcx needs Linux 6.6; answers to unconnected UDP \
+             clients of this host are judged by the rules"
+        );
+    }
+    if !daemon.kernel.frags {
+        log::warn!(
+            "single-buffer XDP ({}): an interface whose MTU needs multi-buffer frames is \
+             protected in generic mode (slower), since its driver refuses the program natively",
+            if no_frags {
+                "--no-xdp-frags"
+            } else {
+                "multi-buffer XDP needs Linux 5.18"
+            }
+        );
+    }
     // A policy that does not compile changes nothing, not even a directory; unless a last good
     // policy was saved, in which case the host enforces that rather than nothing (it booted
     // with a broken site file, say) and says so.
@@ -341,6 +379,10 @@ impl Daemon {
             probes: Vec::new(),
             selection: Selection::Unknown,
             settled: false,
+            kernel: Kernel {
+                tcx: true,
+                frags: true,
+            },
         }
     }
 

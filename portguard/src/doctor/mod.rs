@@ -192,9 +192,10 @@ impl Feature {
             }
             Feature::XdpGetBuffLen => "cannot run: the program counts bytes with it",
             Feature::XdpFrags => {
-                "interfaces whose MTU needs multi-buffer frames (larger than one page holds: about \
-                 3500 bytes with 4 KiB pages, e.g. jumbo frames) are refused with an error; others \
-                 are protected as usual"
+                "the single-buffer program is loaded; an interface whose MTU needs multi-buffer \
+                 frames (larger than one page holds: about 3500 bytes with 4 KiB pages, e.g. \
+                 jumbo frames) is refused natively by its driver and protected in generic mode \
+                 instead (slower; logged)"
             }
             Feature::ProgTestRun => {
                 "enforcement works; the self-test of a loaded program (one test packet through \

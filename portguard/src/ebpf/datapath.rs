@@ -26,8 +26,10 @@ use super::{
     policy::{self, PolicyError, PolicyMaps},
 };
 
-/// Name of the enforcing program in the object.
+/// Name of the enforcing program in the object (multi-buffer, `xdp.frags`).
 pub const PROGRAM: &str = "portguard";
+/// Name of the same program without multi-buffer support, for kernels before 5.18.
+pub const SINGLE_BUFFER_PROGRAM: &str = "portguard_single";
 /// Name of the pass-everything baseline program in the object.
 pub const NOOP_PROGRAM: &str = "portguard_noop";
 /// Name of the egress recorder (tc) in the object.
@@ -119,6 +121,40 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DatapathError {
 pub struct Datapath {
     ebpf: Ebpf,
     policy: PolicyMaps,
+    buffers: Buffers,
+}
+
+/// Which of the object's two enforcing programs a host runs. They share every line of code; only
+/// the `BPF_F_XDP_HAS_FRAGS` load flag differs, which kernels before 5.18 refuse.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Buffers {
+    /// `portguard`: takes multi-buffer frames, so interfaces with jumbo MTUs attach natively.
+    #[default]
+    Multi,
+    /// `portguard_single`: one buffer per frame. A driver refuses it natively on an interface
+    /// whose MTU does not fit one page; the daemon then attaches in generic mode (and says why).
+    Single,
+}
+
+impl Buffers {
+    /// The program's name in the object.
+    #[must_use]
+    pub fn program(self) -> &'static str {
+        match self {
+            Buffers::Multi => PROGRAM,
+            Buffers::Single => SINGLE_BUFFER_PROGRAM,
+        }
+    }
+
+    /// The identity written into a loaded program's policy maps: the object's, told apart by
+    /// program, so a daemon started with the other kind replaces the pinned one.
+    #[must_use]
+    pub fn build_id(self) -> u64 {
+        match self {
+            Buffers::Multi => build_id(),
+            Buffers::Single => build_id() ^ 1,
+        }
+    }
 }
 
 /// Identity of this build's BPF object: a hash of its bytes (FNV-1a). Written into the policy
@@ -154,6 +190,16 @@ impl Datapath {
     /// Load the object with `image` live in generations of `half` chunks (at least the image's
     /// size), and load the enforcing program into the kernel.
     pub fn load_image(image: &Image, pin_dir: &Path, half: u32) -> Result<Self, DatapathError> {
+        Self::load_image_with(image, pin_dir, half, Buffers::Multi)
+    }
+
+    /// [`Datapath::load_image`] with the enforcing program `buffers` names.
+    pub fn load_image_with(
+        image: &Image,
+        pin_dir: &Path,
+        half: u32,
+        buffers: Buffers,
+    ) -> Result<Self, DatapathError> {
         std::fs::create_dir_all(pin_dir).map_err(|source| DatapathError::PinDir {
             dir: pin_dir.to_owned(),
             source,
@@ -178,9 +224,13 @@ impl Datapath {
             take(maps::SRC_TRIE1)?,
         );
         let mut policy = PolicyMaps::new(array, trie0, trie1)?;
-        policy.init(image, build_id())?;
-        let mut dp = Datapath { ebpf, policy };
-        dp.load_program(PROGRAM)?;
+        policy.init(image, buffers.build_id())?;
+        let mut dp = Datapath {
+            ebpf,
+            policy,
+            buffers,
+        };
+        dp.load_program(buffers.program())?;
         Ok(dp)
     }
 
@@ -233,7 +283,7 @@ impl Datapath {
 
     /// The loaded enforcing program.
     pub fn program(&mut self) -> Result<&mut Xdp, DatapathError> {
-        self.load_program(PROGRAM)
+        self.load_program(self.buffers.program())
     }
 
     /// The whole object, for callers that need other maps or programs.
@@ -447,7 +497,7 @@ fn sync_hash<K: aya::Pod + Eq + std::hash::Hash>(
 mod tests {
     use aya_obj::{Object, generated::bpf_insn};
 
-    use super::PROGRAM;
+    use super::{PROGRAM, SINGLE_BUFFER_PROGRAM};
 
     /// `BPF_JMP | BPF_CALL`, and the source register that makes it a call of a BPF function
     /// (`BPF_PSEUDO_CALL`) rather than of a kernel helper.
@@ -465,10 +515,16 @@ mod tests {
     #[test]
     fn the_xdp_program_calls_no_bpf_function() {
         let obj = Object::parse(crate::EBPF_OBJECT).expect("parse the embedded BPF object");
+        for name in [PROGRAM, SINGLE_BUFFER_PROGRAM] {
+            no_calls(&obj, name);
+        }
+    }
+
+    fn no_calls(obj: &Object, name: &str) {
         let main = obj
             .functions
             .values()
-            .find(|f| f.name == PROGRAM)
+            .find(|f| f.name == name)
             .expect("the XDP program's function");
         assert!(main.instructions.len() > 100, "not the program: too short");
         let calls: Vec<usize> = main
@@ -480,7 +536,7 @@ mod tests {
             .collect();
         assert!(
             calls.is_empty(),
-            "`{PROGRAM}` calls BPF functions at instructions {calls:?}: inline them, and zero or \
+            "`{name}` calls BPF functions at instructions {calls:?}: inline them, and zero or \
              copy through portguard-ebpf's `mem` instead of letting LLVM call memset/memmove \
              (`llvm-objdump -dr` on the object shows which)"
         );

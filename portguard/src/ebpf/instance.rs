@@ -14,7 +14,7 @@ use aya_obj::programs::XdpAttachType;
 use portguard_common::config::Config;
 
 use super::{
-    Datapath, DatapathError, build_id, capacity_for,
+    Buffers, Datapath, DatapathError, capacity_for,
     image::Image,
     policy::{PolicyError, PolicyMaps},
 };
@@ -95,8 +95,12 @@ impl Instance {
     /// Load this build's program with `image` live, with room for the policy to grow
     /// ([`capacity_for`]), and pin it, the egress recorder and the policy maps. The only step
     /// that runs the verifier.
-    pub fn create(pin_dir: &Path, image: &Image) -> Result<Instance, InstanceError> {
-        let mut dp = Datapath::load_image(image, pin_dir, capacity_for(image))?;
+    pub fn create(
+        pin_dir: &Path,
+        image: &Image,
+        buffers: Buffers,
+    ) -> Result<Instance, InstanceError> {
+        let mut dp = Datapath::load_image_with(image, pin_dir, capacity_for(image), buffers)?;
         dp.egress()?;
         let prog_err = |what, path: &Path| {
             let path = path.to_owned();
@@ -172,13 +176,14 @@ impl Instance {
         Ok(PolicyMaps::from_pins(&self.dir)?)
     }
 
-    /// What it holds: the build it belongs to, whether its layout is this build's, and the
-    /// config of the policy in force.
-    pub fn summary(&self) -> Result<Summary, InstanceError> {
+    /// What it holds: whether it is this build's program of kind `want` in this build's layout,
+    /// and the config of the policy in force.
+    pub fn summary(&self, want: Buffers) -> Result<Summary, InstanceError> {
         let policy = self.policy()?;
         let control = policy.control();
         Ok(Summary {
-            ours: control.build == build_id() && control.layout == portguard_common::image::LAYOUT,
+            ours: control.build == want.build_id()
+                && control.layout == portguard_common::image::LAYOUT,
             config: policy.live_config(),
             half: policy.half(),
         })

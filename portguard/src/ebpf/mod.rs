@@ -13,6 +13,6 @@ pub mod policy;
 pub mod probe;
 
 pub use datapath::{
-    DROP_PROGRAM, Datapath, DatapathError, EGRESS_PROGRAM, HostView, NOOP_PROGRAM, PROGRAM,
-    build_id, capacity_for, set_local_addrs, sync_pinned_host,
+    Buffers, DROP_PROGRAM, Datapath, DatapathError, EGRESS_PROGRAM, HostView, NOOP_PROGRAM,
+    PROGRAM, SINGLE_BUFFER_PROGRAM, build_id, capacity_for, set_local_addrs, sync_pinned_host,
 };
