@@ -457,7 +457,7 @@ impl Stream {
 }
 
 /// `SO_RCVBUFFORCE` on `sock`: root may pass `net.core.rmem_max`.
-fn force_recv_buffer(sock: &UdpSocket, bytes: libc::c_int) {
+pub fn force_recv_buffer(sock: &UdpSocket, bytes: libc::c_int) {
     use std::os::fd::AsRawFd as _;
     // SAFETY: setsockopt on our own descriptor with an int of the size given.
     let rc = unsafe {
