@@ -403,8 +403,8 @@ pub(crate) fn run(root: &Path) -> Report {
     ));
     let _ = writeln!(
         md,
-        "\nTarget: an allowed packet costs ≤ 1.5× the no-op program. Allowed TCP/IPv4: \
-         {:.2}× — {}; worst allowed case: {:.2}×.\n\n\
+        "\nTarget (issue #19): an allowed TCP SYN costs ≤ 4× the no-op program (the first goal \
+         was 1.5×). Allowed TCP/IPv4: {:.2}× — {}; worst allowed case: {:.2}×.\n\n\
          The no-op figure ({:.1} ns) is BPF_PROG_TEST_RUN's own per-run overhead (the loop, the \
          timer check) and nothing else, so each ratio is the program's whole cost over an empty \
          run: an allowed packet costs {:.1} ns more than the no-op. Inside a real receive path, \
@@ -417,7 +417,9 @@ pub(crate) fn run(root: &Path) -> Report {
          same lookup missing (what an ACK scan costs).",
         allowed.ratio,
         if allowed.ratio <= 1.5 {
-            "met"
+            "met, and 1.5× too"
+        } else if allowed.ratio <= 4.0 {
+            "met (1.5×: not met)"
         } else {
             "not met"
         },
@@ -441,6 +443,10 @@ pub(crate) fn run(root: &Path) -> Report {
         "ns_method": "thread CPU time across BPF_PROG_TEST_RUN / repeat; kernel_ns is the kernel's integer duration",
         "cases": measured.iter().map(Measured::json).collect::<Vec<_>>(),
         "targets": {
+            "allowed_le_4x_noop": {
+                "ratio": probe::round3(allowed.ratio),
+                "met": allowed.ratio <= 4.0,
+            },
             "allowed_le_1_5x_noop": {
                 "ratio": probe::round3(allowed.ratio),
                 "met": allowed.ratio <= 1.5,

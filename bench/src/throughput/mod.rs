@@ -286,10 +286,15 @@ fn traffic_kinds(
     b4: [u8; 4],
     mac: [u8; 6],
     peers: bool,
+    xdp_bench: bool,
 ) -> Vec<Traffic> {
     let with_peers = |mut v: Vec<Receiver>, which: &[Receiver]| {
         if peers {
-            v.extend_from_slice(which);
+            v.extend(
+                which
+                    .iter()
+                    .filter(|r| xdp_bench || **r != Receiver::XdpBenchDrop),
+            );
         }
         v
     };
@@ -338,7 +343,7 @@ fn traffic_kinds(
             key: "drop_many",
             label: "the same from 4096 sources (198.18.0.0/20, a quarter of them in a role): \
                     dropped",
-            frame: spray_frame(SPRAY_BASE, 23, 0x02, mac),
+            frame: spray_frame(b4, 23, 0x02, mac),
             generator: Generator::Spray,
             limit: Receiver::XdpDrop,
             receivers: with_peers(
@@ -353,7 +358,7 @@ fn traffic_kinds(
             key: "role_many",
             label: "TCP SYN to port 54321 (vdsm, RHV-H10: the Manager and the hypervisors) \
                     from the 4096 sources: 1 in 16 allowed, the rest dropped by source",
-            frame: spray_frame(SPRAY_BASE, 54321, 0x02, mac),
+            frame: spray_frame(b4, 54321, 0x02, mac),
             generator: Generator::Spray,
             limit: Receiver::XdpDrop,
             receivers: with_peers(
@@ -374,7 +379,7 @@ fn traffic_kinds(
             key: "ack_flood",
             label: "ACK flood: TCP ACKs to port 40000 from the 4096 sources, no connection: \
                     dropped after a socket lookup",
-            frame: spray_frame(SPRAY_BASE, ACK_PORT, 0x10, mac),
+            frame: spray_frame(b4, ACK_PORT, 0x10, mac),
             generator: Generator::Spray,
             limit: Receiver::XdpDrop,
             receivers: with_peers(
@@ -433,7 +438,12 @@ pub(crate) fn run(root: &Path) -> Report {
     } else {
         None
     };
-    let peers_note = match (&xdp_filter, peers::available()) {
+    let xdp_bench = if xdp_filter.is_some() {
+        peers::xdp_bench_check(&pair.b.name, &pair.b_if, OTHER_CPU)
+    } else {
+        Ok(())
+    };
+    let mut peers_note = match (&xdp_filter, peers::available()) {
         (Some(_), _) => String::new(),
         (None, false) => "xdp-tools is not installed (`cargo xtask setup` installs it): the \
                           peer rows are missing.\n\n"
@@ -442,7 +452,22 @@ pub(crate) fn run(root: &Path) -> Report {
                          the benchmark leaves it alone, and the peer rows are missing.\n\n"
             .to_owned(),
     };
-    let traffic = traffic_kinds(&hp, a4.octets(), b4.octets(), mac, xdp_filter.is_some());
+    if let Err(why) = &xdp_bench {
+        let _ = write!(
+            peers_note,
+            "`xdp-bench drop` (xdp-tools {}) cannot run on this kernel, so its row is missing: \
+             {why}\n\n",
+            peers::VERSION
+        );
+    }
+    let traffic = traffic_kinds(
+        &hp,
+        a4.octets(),
+        b4.octets(),
+        mac,
+        xdp_filter.is_some(),
+        xdp_bench.is_ok(),
+    );
     let labels: Vec<(&'static str, &'static str, &'static str)> =
         traffic.iter().map(|t| (t.key, t.label, t.note)).collect();
     let a_if = pair.a_if.clone();

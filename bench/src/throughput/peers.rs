@@ -158,6 +158,55 @@ fn has_xdp(ns: &str, dev: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
 }
 
+/// The xdp-tools version the labels name (Debian's package).
+pub(super) const VERSION: &str = "1.3.1";
+
+/// Whether `xdp-bench drop` can attach to `dev` here: started once, stopped as soon as its
+/// program is on the interface. xdp-tools 1.3.1 loads tracepoint programs for
+/// `xdp_redirect_map_err`, which newer kernels (6.18) no longer have, and then gives up: the
+/// error is what libbpf printed.
+pub(super) fn xdp_bench_check(ns: &str, dev: &str, cpu: usize) -> Result<(), String> {
+    let mut c = in_ns(ns, "taskset");
+    c.args(["-c", &cpu.to_string(), "xdp-bench", "drop"])
+        .args(["--xdp-mode", "native", "--program-mode", "no-touch"])
+        .args(["--interval", "60", dev])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().map_err(|e| format!("running xdp-bench: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if has_xdp(ns, dev) {
+            drop(XdpBench {
+                child,
+                ns: ns.to_owned(),
+                dev: dev.to_owned(),
+            });
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            let why: Vec<&str> = err
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.contains("BTF") || l.starts_with("Failed"))
+                .collect();
+            return Err(format!("it exits with {status}: {}", why.join("; ")));
+        }
+        if Instant::now() > deadline {
+            drop(XdpBench {
+                child,
+                ns: ns.to_owned(),
+                dev: dev.to_owned(),
+            });
+            return Err("it did not attach within 10 s".to_owned());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl XdpBench {
     /// Start it, native mode, not touching the packets, its statistics printed rarely, its
     /// user-space side on `cpu` (not the one being measured); returns once the program is on

@@ -320,7 +320,12 @@ impl Rig {
         let sent = (s1.4 - s0.4) as f64;
         let cpu = (s1.3 - s0.3) as f64;
         if r == Receiver::Refused {
-            assert!(rx == 0.0, "a veth without NAPI received {rx} frames");
+            // A stray frame of the stack's own (an ARP or neighbour solicitation from the
+            // peer) may arrive through the regular path; millions of the generator's may not.
+            assert!(
+                rx <= 10.0,
+                "a veth without NAPI received {rx} frames of {sent} sent"
+            );
         }
         // portguard counts every packet on a rule or reason; nftables' final rule counts what
         // it drops. The limits count nothing, nor do nftables' accept rules, nor the peers
