@@ -8,12 +8,13 @@ use integration_tests::daemon::binary;
 
 /// Every feature the probe must list (the kernel features issue #16 names, and what the
 /// daemon needs from the system).
-const FEATURES: [&str; 16] = [
+const FEATURES: [&str; 17] = [
     "capabilities",
     "bpffs",
     "btf",
     "xdp",
     "lpm_trie",
+    "mmap_array",
     "lru_hash",
     "ringbuf",
     "skc_lookup_tcp",
@@ -128,6 +129,7 @@ fn doctor_as_root_lists_every_feature_and_finds_what_this_suite_uses() {
         "bpffs",
         "xdp",
         "lpm_trie",
+        "mmap_array",
         "lru_hash",
         "ringbuf",
         "skc_lookup_tcp",

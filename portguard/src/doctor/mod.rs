@@ -29,6 +29,8 @@ pub enum Feature {
     Xdp,
     /// LPM trie maps (the source-prefix tables).
     LpmTrie,
+    /// Arrays mapped into the loader's memory (`BPF_F_MMAPABLE`): the policy image.
+    MmapArray,
     /// LRU hash maps (the egress recorder's flows).
     LruHash,
     /// Ring buffer maps (the audit events).
@@ -64,12 +66,13 @@ pub enum Need {
 
 impl Feature {
     /// Every feature, in the order the report lists them.
-    pub const ALL: [Feature; 16] = [
+    pub const ALL: [Feature; 17] = [
         Feature::Capabilities,
         Feature::Bpffs,
         Feature::Btf,
         Feature::Xdp,
         Feature::LpmTrie,
+        Feature::MmapArray,
         Feature::LruHash,
         Feature::RingBuf,
         Feature::SkcLookupTcp,
@@ -92,6 +95,7 @@ impl Feature {
             Feature::Btf => "btf",
             Feature::Xdp => "xdp",
             Feature::LpmTrie => "lpm_trie",
+            Feature::MmapArray => "mmap_array",
             Feature::LruHash => "lru_hash",
             Feature::RingBuf => "ringbuf",
             Feature::SkcLookupTcp => "skc_lookup_tcp",
@@ -115,6 +119,7 @@ impl Feature {
             Feature::Btf => "kernel BTF (/sys/kernel/btf/vmlinux)",
             Feature::Xdp => "XDP programs",
             Feature::LpmTrie => "LPM trie maps",
+            Feature::MmapArray => "memory-mapped arrays (BPF_F_MMAPABLE)",
             Feature::LruHash => "LRU hash maps",
             Feature::RingBuf => "ring buffer maps",
             Feature::SkcLookupTcp => "bpf_skc_lookup_tcp from XDP",
@@ -139,6 +144,7 @@ impl Feature {
             Feature::Btf => "5.4",
             Feature::Xdp => "4.8",
             Feature::LpmTrie => "4.11",
+            Feature::MmapArray => "5.5",
             Feature::LruHash => "4.10",
             Feature::SkcLookupTcp => "5.2",
             Feature::SkLookupUdp => "4.20",
@@ -179,6 +185,10 @@ impl Feature {
             }
             Feature::Xdp => "cannot run: enforcement is an XDP program",
             Feature::LpmTrie => "cannot run: the source-address tables are LPM tries",
+            Feature::MmapArray => {
+                "cannot run: the policy tables are one memory-mapped array, written in place on \
+                 every reload"
+            }
             Feature::LruHash => "cannot run: the program's flow tables are LRU hashes",
             Feature::RingBuf => "cannot run: the program sends audit events through a ring buffer",
             Feature::SkcLookupTcp => {
@@ -456,6 +466,11 @@ pub fn probe() -> Report {
     probes.push(map(
         Feature::LpmTrie,
         sys::map_create(sys::MAP_TYPE_LPM_TRIE, 8, 4, 1, sys::F_NO_PREALLOC),
+        privileged,
+    ));
+    probes.push(map(
+        Feature::MmapArray,
+        sys::map_create(sys::MAP_TYPE_ARRAY, 4, 64, 1, sys::F_MMAPABLE),
         privileged,
     ));
     probes.push(map(
@@ -823,7 +838,12 @@ mod tests {
             assert_eq!(f.need(), Need::Optional, "{f:?}");
         }
         // Without these nothing is enforced.
-        for f in [Feature::XdpLink, Feature::XdpLinkUpdate, Feature::LpmTrie] {
+        for f in [
+            Feature::XdpLink,
+            Feature::XdpLinkUpdate,
+            Feature::LpmTrie,
+            Feature::MmapArray,
+        ] {
             assert_eq!(f.need(), Need::Required, "{f:?}");
         }
     }

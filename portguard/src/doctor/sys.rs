@@ -117,6 +117,7 @@ pub(super) fn xdp_socket_lookup(helper: i32) -> Vec<Insn> {
 pub(super) const PROG_TYPE_SCHED_CLS: u32 = 3;
 pub(super) const PROG_TYPE_XDP: u32 = 6;
 /// Map types (`enum bpf_map_type`).
+pub(super) const MAP_TYPE_ARRAY: u32 = 2;
 pub(super) const MAP_TYPE_LRU_HASH: u32 = 9;
 pub(super) const MAP_TYPE_LPM_TRIE: u32 = 11;
 pub(super) const MAP_TYPE_RINGBUF: u32 = 27;
@@ -127,6 +128,8 @@ pub(super) const ATTACH_TCX_EGRESS: u32 = 47;
 pub(super) const F_XDP_HAS_FRAGS: u32 = 1 << 5;
 /// `BPF_F_NO_PREALLOC`, which LPM tries require.
 pub(super) const F_NO_PREALLOC: u32 = 1;
+/// `BPF_F_MMAPABLE` (1 << 10): an array the loader may mmap (the policy image).
+pub(super) const F_MMAPABLE: u32 = 1 << 10;
 /// `XDP_FLAGS_SKB_MODE`: generic XDP, which every device has.
 pub(super) const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 
