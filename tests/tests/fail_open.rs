@@ -431,9 +431,11 @@ fn a_link_removed_behind_the_daemons_back_is_noticed_and_repaired() {
     // The link pin is the only reference: removing it detaches the program at once.
     std::fs::remove_file(&pin).expect("rm the link pin");
     assert!(
-        eventually(Duration::from_secs(20), || d
+        // Whichever notices first, the self-test or the netlink event the detach causes.
+        eventually(Duration::from_secs(20), || (d
             .log_text()
             .contains("self-test:")
+            || d.log_text().contains("its XDP link was gone"))
             && pin.exists()
             && has_xdp(&pair.b, &pair.b_if)),
         "the self-test did not notice and re-attach:\n{}",

@@ -498,6 +498,27 @@ impl Daemon {
         };
         let mut xdp = instance.xdp()?;
         let version = self.state.policy_version.clone();
+        // An interface this daemon attached whose link pin is gone: removed behind its back
+        // (netlink tells the daemon before the self-test would). A failure to report, not a
+        // new interface.
+        let lost: Vec<String> = new
+            .iter()
+            .filter(|n| self.state.interfaces.iter().any(|i| &i.name == *n))
+            .map(|n| {
+                format!(
+                    "{n}: its XDP link was gone (removed behind the daemon's back?); attached again"
+                )
+            })
+            .collect();
+        for p in &lost {
+            log::error!("{p}");
+        }
+        if !lost.is_empty() {
+            let h = &mut self.state.health;
+            h.failures += 1;
+            h.ok = false;
+            h.problems = lost;
+        }
         for name in &new {
             match self.attach_one(&mut xdp, instance.id, name, &version) {
                 Ok(entry) => {
@@ -508,7 +529,12 @@ impl Daemon {
                 Err(why) => log::error!("{name}: {why}"),
             }
         }
-        self.record_egress(&instance, &new);
+        // A recorder whose XDP link went away may still be attached: keep it.
+        let unrecorded: Vec<String> = new
+            .into_iter()
+            .filter(|n| !links::egress_pin(&pin_dir, n).exists())
+            .collect();
+        self.record_egress(&instance, &unrecorded);
         self.write_state();
         Ok(true)
     }
