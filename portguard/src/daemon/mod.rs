@@ -447,7 +447,10 @@ impl Daemon {
     }
 
     /// SIGHUP: apply the policy as it is now on disk; on failure keep what is in force.
-    fn reload(&mut self) {
+    /// `then` runs after the outcome is recorded and before the state is written: whatever it
+    /// adds (a trial, its end) is in the same write as the reload count, which `apply` and
+    /// `confirm` wait for.
+    fn reload(&mut self, then: impl FnOnce(&mut Self)) {
         let started = Instant::now();
         let count = self.state.reload.count + 1;
         let result = self.compile().and_then(|c| self.apply(c));
@@ -476,6 +479,7 @@ impl Daemon {
                 self.state.reload.failed += 1;
             }
         }
+        then(self);
         self.write_state();
         // Reported in force; now the grace period that lets the next reload write at once.
         self.settle();

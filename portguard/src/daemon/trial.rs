@@ -19,25 +19,23 @@ impl Daemon {
             .and_then(|b| serde_json::from_slice(&b).ok());
         let _ = std::fs::remove_file(&path);
         let previous = self.state.policy_version.clone();
-        self.reload();
-        match request {
-            Some(r) if self.state.reload.error.is_none() => {
+        self.reload(|d| match request {
+            Some(r) if d.state.reload.error.is_none() => {
                 let secs = r.confirm_within.max(1);
-                self.trial_deadline = Some(Instant::now() + Duration::from_secs(secs));
-                self.state.trial = Some(state::TrialEntry {
+                d.trial_deadline = Some(Instant::now() + Duration::from_secs(secs));
+                d.state.trial = Some(state::TrialEntry {
                     deadline: state::now_secs() + secs,
                     previous_version: previous.clone(),
                 });
                 log::warn!(
                     "policy {} on trial: it reverts to {previous} in {secs} s unless `portguard confirm`",
-                    self.state.policy_version
+                    d.state.policy_version
                 );
-                self.write_state();
             }
             // A reload that failed confirms nothing: the site on disk is not what is in force.
-            None if self.state.reload.error.is_none() => self.confirm(),
+            None if d.state.reload.error.is_none() => d.confirm(),
             _ => {}
-        }
+        });
     }
 
     /// The policy in force is the one to keep: remember its site file for later trials.
@@ -83,18 +81,18 @@ impl Daemon {
             return;
         }
         let trial = self.state.policy_version.clone();
-        self.reload();
-        self.state.trial = None;
-        let outcome = format!(
-            "trial policy {trial} not confirmed in time: reverted to {} (the trial file is saved as {})",
-            self.state.policy_version,
-            rejected.display()
-        );
-        log::warn!("{outcome}");
-        if self.state.reload.error.is_none() {
-            self.state.reload.error = Some(outcome);
-        }
-        self.write_state();
+        self.reload(|d| {
+            d.state.trial = None;
+            let outcome = format!(
+                "trial policy {trial} not confirmed in time: reverted to {} (the trial file is saved as {})",
+                d.state.policy_version,
+                rejected.display()
+            );
+            log::warn!("{outcome}");
+            if d.state.reload.error.is_none() {
+                d.state.reload.error = Some(outcome);
+            }
+        });
     }
 }
 
