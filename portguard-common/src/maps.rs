@@ -146,8 +146,8 @@ pub struct LocalSet {
     pub pad: u32,
     /// IPv4 addresses, each its 4 bytes read as a native-endian u32.
     pub v4: [u32; LOCAL_FAST_V4],
-    /// [`LOCAL_UNICAST`] or [`LOCAL_BROADCAST`], per IPv4 address; 0 for an unused entry (the
-    /// program compares every entry whose kind is not 0, whatever `n4` says).
+    /// [`LOCAL_UNICAST`] or [`LOCAL_BROADCAST`], per IPv4 address; 0 for an unused entry. Used
+    /// entries come first: the program stops at the first 0 (not at `n4`).
     pub v4_kind: [u8; LOCAL_FAST_V4],
     /// IPv6 addresses, each its 16 bytes read as two native-endian u64.
     pub v6: [[u64; 2]; LOCAL_FAST_V6],

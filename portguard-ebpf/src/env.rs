@@ -157,11 +157,15 @@ impl Env for XdpEnv<'_> {
                     && set.n4 != LOCAL_OVERFLOW
                 {
                     for i in 0..LOCAL_FAST_V4 {
-                        // Unused entries have kind 0. No early exit at `n4`:
-                        // LLVM turns one into a trip count derived from the map value,
-                        // which verifiers before 6.8 cannot bound.
-                        if set.v4_kind[i] != 0 && set.v4[i] == a {
-                            return Some(u32::from(set.v4_kind[i]));
+                        // Entries are filled from the first; the first unused one has
+                        // kind 0 and ends the list. Not `i >= n4`: LLVM turns that into a
+                        // trip count read from the map, which 6.1's verifier cannot bound.
+                        let kind = set.v4_kind[i];
+                        if kind == 0 {
+                            return None;
+                        }
+                        if set.v4[i] == a {
+                            return Some(u32::from(kind));
                         }
                     }
                     return None;
@@ -175,11 +179,15 @@ impl Env for XdpEnv<'_> {
                     && set.n6 != LOCAL_OVERFLOW
                 {
                     for i in 0..LOCAL_FAST_V6 {
-                        // Unused entries have kind 0. No early exit at `n6`:
-                        // LLVM turns one into a trip count derived from the map value,
-                        // which verifiers before 6.8 cannot bound.
-                        if set.v6_kind[i] != 0 && set.v6[i] == a {
-                            return Some(u32::from(set.v6_kind[i]));
+                        // Entries are filled from the first; the first unused one has
+                        // kind 0 and ends the list. Not `i >= n6`: LLVM turns that into a
+                        // trip count read from the map, which 6.1's verifier cannot bound.
+                        let kind = set.v6_kind[i];
+                        if kind == 0 {
+                            return None;
+                        }
+                        if set.v6[i] == a {
+                            return Some(u32::from(kind));
                         }
                     }
                     return None;

@@ -52,6 +52,8 @@ pub struct Link {
     pub kind: Option<String>,
     /// Id of the XDP program attached to it, if any.
     pub xdp_prog_id: Option<u32>,
+    /// Its MTU.
+    pub mtu: Option<u32>,
 }
 
 impl Link {
@@ -113,10 +115,12 @@ pub fn links() -> io::Result<Vec<Link>> {
             mac: None,
             kind: None,
             xdp_prog_id: None,
+            mtu: None,
         };
         for a in link.attributes {
             match a {
                 LinkAttribute::IfName(n) => l.name = n,
+                LinkAttribute::Mtu(m) => l.mtu = Some(m),
                 LinkAttribute::Address(a) => l.mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
                 LinkAttribute::LinkInfo(info) => {
                     l.kind = info.into_iter().find_map(|i| match i {

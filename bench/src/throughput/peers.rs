@@ -158,6 +158,17 @@ fn has_xdp(ns: &str, dev: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
 }
 
+/// `xdp-bench drop` on `dev` in `ns`: native mode, not touching the packets, its statistics
+/// printed rarely, its user-space side on `cpu` (not the one being measured).
+fn xdp_bench_drop(ns: &str, dev: &str, cpu: usize) -> Command {
+    let mut c = in_ns(ns, "taskset");
+    c.args(["-c", &cpu.to_string(), "xdp-bench", "drop"])
+        .args(["--xdp-mode", "native", "--program-mode", "no-touch"])
+        .args(["--interval", "60", dev])
+        .stdout(Stdio::null());
+    c
+}
+
 /// The xdp-tools version the labels name (Debian's package).
 pub(super) const VERSION: &str = "1.3.1";
 
@@ -166,12 +177,8 @@ pub(super) const VERSION: &str = "1.3.1";
 /// `xdp_redirect_map_err`, which newer kernels (6.18) no longer have, and then gives up: the
 /// error is what libbpf printed.
 pub(super) fn xdp_bench_check(ns: &str, dev: &str, cpu: usize) -> Result<(), String> {
-    let mut c = in_ns(ns, "taskset");
-    c.args(["-c", &cpu.to_string(), "xdp-bench", "drop"])
-        .args(["--xdp-mode", "native", "--program-mode", "no-touch"])
-        .args(["--interval", "60", dev])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut c = xdp_bench_drop(ns, dev, cpu);
+    c.stderr(Stdio::piped());
     let mut child = c.spawn().map_err(|e| format!("running xdp-bench: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -212,12 +219,8 @@ impl XdpBench {
     /// user-space side on `cpu` (not the one being measured); returns once the program is on
     /// the interface.
     pub(super) fn start(ns: &str, dev: &str, cpu: usize) -> Self {
-        let mut c = in_ns(ns, "taskset");
-        c.args(["-c", &cpu.to_string(), "xdp-bench", "drop"])
-            .args(["--xdp-mode", "native", "--program-mode", "no-touch"])
-            .args(["--interval", "60", dev])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut c = xdp_bench_drop(ns, dev, cpu);
+        c.stderr(Stdio::null());
         let bench = XdpBench {
             child: c.spawn().expect("run xdp-bench"),
             ns: ns.to_owned(),

@@ -254,32 +254,6 @@ fn release(prog: &mut Xdp, ifname: &str, id: XdpLinkId) -> Result<(), LinkError>
 /// drivers' limits are close).
 const SINGLE_BUFFER_MTU: u32 = 3400;
 
-/// The MTU of `ifname` in this thread's network namespace (`SIOCGIFMTU`; /sys shows the
-/// namespace it was mounted in, which under `nsenter` is another one).
-fn mtu(ifname: &str) -> Option<u32> {
-    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-    let name = ifname.as_bytes();
-    // SAFETY: an all-zero ifreq is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    if name.len() >= req.ifr_name.len() {
-        return None;
-    }
-    for (d, s) in req.ifr_name.iter_mut().zip(name) {
-        *d = (*s).cast_signed();
-    }
-    // SAFETY: plain socket(2); the descriptor is owned below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: a descriptor just opened and owned by nobody else.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: SIOCGIFMTU reads the name and writes the MTU into `req`, which outlives the call.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &raw mut req) };
-    // SAFETY: after a successful SIOCGIFMTU the union holds the MTU.
-    (rc == 0).then(|| unsafe { req.ifr_ifru.ifru_mtu }.cast_unsigned())
-}
-
 /// Attach `prog` to `ifname` and pin the link. Native mode where the driver has it, generic
 /// otherwise (logged, since generic mode costs an skb per packet).
 pub fn attach(prog: &mut Xdp, pin_dir: &Path, ifname: &str) -> Result<AttachMode, LinkError> {
@@ -294,7 +268,9 @@ pub fn attach(prog: &mut Xdp, pin_dir: &Path, ifname: &str) -> Result<AttachMode
         Err(native) => {
             // A driver refuses a single-buffer program natively on an interface whose frames
             // do not fit one page: say so, it is the usual cause on kernels before 5.18.
-            let mtu = mtu(ifname)
+            let mtu = crate::host::links()
+                .ok()
+                .and_then(|l| l.into_iter().find(|l| l.name == ifname)?.mtu)
                 .filter(|m| *m > SINGLE_BUFFER_MTU)
                 .map(|m| {
                     format!(
