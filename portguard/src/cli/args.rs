@@ -168,7 +168,7 @@ pub enum Command {
         datapath_log: bool,
         /// Load the single-buffer XDP program, as on a kernel without multi-buffer XDP (before
         /// 5.18): for a driver whose multi-buffer support misbehaves. Interfaces whose MTU
-        /// needs multi-buffer frames are then refused.
+        /// needs multi-buffer frames are then protected in generic mode (slower; logged).
         #[arg(long)]
         no_xdp_frags: bool,
         /// Directory that survives reboots, for the last good policy: enforced at start when

@@ -135,7 +135,8 @@ struct Kernel {
     /// tcx (6.6): the egress recorder is attached; without it, it is off.
     tcx: bool,
     /// XDP multi-buffer (5.18): the program that takes jumbo frames; without it (or with
-    /// `--no-xdp-frags`), the single-buffer one, and interfaces whose MTU needs more are refused.
+    /// `--no-xdp-frags`), the single-buffer one, which interfaces whose MTU needs more run in
+    /// generic mode.
     frags: bool,
 }
 
